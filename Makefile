@@ -1,0 +1,44 @@
+# The two newcomer commands are `make demo` (main job) and `make test` (tests); .ci/run calls `make test`.
+# The first run creates .venv and installs everything (torch CPU wheel first, so pip never pulls CUDA).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench study clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m exporters onnx --space onnxw-151122-023231 --sample min --out out/seqnet-vnni-a0.int8.onnx
+	$(PY) -m exporters tflite --space mobilew-122222-155400 --sample min --out out/seqnet-pixel4-a0.int8.tflite
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ""
+
+bench: $(STAMP)
+	$(PY) bench/export_bench.py
+	$(PY) bench/predict_bench.py
+	$(PY) bench/subnet_latency.py
+
+# Regenerates docs/noise, docs/study and docs/fusion (tables, JSON, PNG plots) on this machine, ~30 min.
+study: $(STAMP)
+	$(PY) -m exporters onnx --space onnxw-151122-023231 --sample min --out out/models/vnni-a0.int8.onnx
+	$(PY) -m exporters tflite --space mobilew-122222-155400 --sample min --out out/models/pixel4-a0.int8.tflite
+	$(PY) -m profilers noise out/models/vnni-a0.int8.onnx --backend onnxruntime-cpu --out docs/noise
+	$(PY) -m profilers noise out/models/pixel4-a0.int8.tflite --backend tflite-cpu --out docs/noise
+	$(PY) -m profilers fusion --backend onnxruntime-cpu --out docs/fusion
+	$(PY) -m profilers fusion --backend tflite-cpu --out docs/fusion
+	$(PY) -m profilers study --backend onnxruntime-cpu --out docs/study
+	$(PY) -m profilers study --backend tflite-cpu --out docs/study
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,184 @@
+"""Tiny single-kernel models (one conv-bn-relu, one dwconv, one SE, ...) for kernel profiling.
+
+A :class:`KernelConfig` is the boundary format shared with profilers and predictors; its fields are
+the nn-Meter kernel features (input size ``hw``, ``cin``, ``cout``, ``kernel``, ``stride``, SE ``mid``).
+``spaces.Kernel`` instances convert with :meth:`KernelConfig.from_kernel`, so the kernels of any subnet
+can be profiled one by one.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+
+from spaces import Kernel
+from spaces.kernels import kernel_activation, kernel_op
+
+from .result import ExportResult
+from .torch_builder import SE, ConvBNAct, make_act
+
+ACTS = ("relu", "relu6", "hswish", "swish")
+KERNEL_TYPE_RE = re.compile(
+    r"^(?:(?:conv|dwconv)-bn(?:-(?:relu|relu6|hswish|swish))?|dwconv|se|add(?:-(?:relu|relu6|hswish|swish))?"
+    r"|global-avgpool|fc|act-(?:relu|relu6|hswish|swish|hsigmoid)|maxpool|avgpool|concat)$")
+KERNEL_TYPES_HELP = ("conv-bn[-relu|-relu6|-hswish|-swish], dwconv-bn[-act], dwconv, se, add[-act], global-avgpool, "
+                     "fc, act-<relu|relu6|hswish|swish|hsigmoid>, maxpool, avgpool, concat")
+
+
+class KernelConfig(BaseModel):
+    """One kernel to build and measure. ``concat`` joins a ``cin``- and a ``cout``-channel input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+    hw: int = Field(ge=1, le=1024)
+    cin: int = Field(ge=1, le=8192)
+    cout: int = Field(0, ge=0, le=8192)
+    kernel: int = Field(1, ge=1, le=11)
+    stride: int = Field(1, ge=1, le=4)
+    mid: int = Field(0, ge=0, le=8192)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if not KERNEL_TYPE_RE.match(v):
+            raise ValueError(f"unknown kernel type {v!r}; allowed: {KERNEL_TYPES_HELP}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KernelConfig":
+        if self.type.startswith(("conv", "fc", "concat")) and self.cout < 1:
+            raise ValueError(f"{self.type} needs cout >= 1")
+        if self.type == "se" and self.mid < 1:
+            raise ValueError("se needs mid >= 1 (the bottleneck width)")
+        if self.type.startswith(("conv", "dwconv", "maxpool", "avgpool")) and self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd, got {self.kernel}")
+        return self
+
+    @classmethod
+    def from_kernel(cls, k: Kernel) -> "KernelConfig":
+        return cls(type=k.type, hw=k.hw, cin=k.cin, cout=k.cout, kernel=k.kernel, stride=k.stride, mid=k.mid)
+
+    @property
+    def op(self) -> str:
+        return kernel_op(self.type)
+
+    @property
+    def activation(self) -> str:
+        return kernel_activation(self.type)
+
+    def input_shapes(self) -> list[tuple[int, int, int, int]]:
+        if self.op == "fc":
+            return [(1, self.cin)]  # type: ignore[list-item]
+        shape = (1, self.cin, self.hw, self.hw)
+        if self.op == "add":
+            return [shape, shape]
+        if self.op == "concat":
+            return [shape, (1, self.cout, self.hw, self.hw)]
+        return [shape]
+
+    def slug(self) -> str:
+        return f"{self.type}_hw{self.hw}_ci{self.cin}_co{self.cout}_k{self.kernel}_s{self.stride}_m{self.mid}"
+
+
+class _Add(nn.Module):
+    def __init__(self, act: str):
+        super().__init__()
+        self.act = make_act(act)
+
+    def forward(self, a, b):
+        return self.act(a + b)
+
+
+class _Concat(nn.Module):
+    def forward(self, a, b):
+        return torch.cat([a, b], 1)
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def build_kernel_torch(cfg: KernelConfig) -> nn.Module:
+    op, act, k, s = cfg.op, cfg.activation, cfg.kernel, cfg.stride
+    if op == "conv":
+        m: nn.Module = ConvBNAct(cfg.cin, cfg.cout, k, s, act=act)
+    elif op == "dwconv":
+        m = ConvBNAct(cfg.cin, cfg.cin, k, s, groups=cfg.cin, act=act, bn="-bn" in cfg.type)
+    elif op == "se":
+        m = SE(cfg.cin, cfg.mid)
+    elif op == "add":
+        m = _Add(act)
+    elif op == "global":
+        m = _Lambda(lambda x: x.mean((2, 3), keepdim=True))
+    elif op == "fc":
+        m = nn.Linear(cfg.cin, cfg.cout)
+    elif op == "act":
+        m = nn.Hardsigmoid() if act == "hsigmoid" else make_act(act)
+    elif op == "maxpool":
+        m = nn.MaxPool2d(k, s, k // 2)
+    elif op == "avgpool":
+        m = nn.AvgPool2d(k, s, k // 2, count_include_pad=False)
+    elif op == "concat":
+        m = _Concat()
+    else:  # pragma: no cover - guarded by the validator
+        raise AssertionError(cfg.type)
+    return m.eval()
+
+
+def build_kernel_keras(cfg: KernelConfig):
+    """The Keras twin of :func:`build_kernel_torch` (NHWC; strided convs padded like torch)."""
+    import keras
+    from keras import layers
+
+    from .keras_builder import _ACTS, _conv_bn_act, _se
+
+    shapes = cfg.input_shapes()
+    ins = [keras.Input(s[1:] if len(s) == 2 else (s[2], s[3], s[1]), batch_size=1, name=f"input_{i}")
+           for i, s in enumerate(shapes)]
+    x = ins[0]
+    op, act, k, s = cfg.op, cfg.activation, cfg.kernel, cfg.stride
+    if op == "conv":
+        y = _conv_bn_act(x, "k", cfg.cout, k, s, act=act)
+    elif op == "dwconv":
+        y = _conv_bn_act(x, "k", cfg.cin, k, s, depthwise=True, act=act, bn="-bn" in cfg.type)
+    elif op == "se":
+        y = _se(x, "k", cfg.cin, cfg.mid)
+    elif op == "add":
+        y = layers.Add()(ins)
+        if act != "none":
+            y = layers.Activation(_ACTS[act])(y)
+    elif op == "global":
+        y = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    elif op == "fc":
+        y = layers.Dense(cfg.cout)(x)
+    elif op == "act":
+        y = layers.Activation("hard_sigmoid" if act == "hsigmoid" else _ACTS[act])(x)
+    elif op in ("maxpool", "avgpool"):
+        pool = layers.MaxPooling2D if op == "maxpool" else layers.AveragePooling2D
+        y = pool(k, s, padding="same")(x)
+    elif op == "concat":
+        y = layers.Concatenate(axis=-1)(ins)
+    else:  # pragma: no cover
+        raise AssertionError(cfg.type)
+    return keras.Model(ins, y)
+
+
+def export_kernel(cfg: KernelConfig, fmt: str, out: str | Path, fp32: bool = False, recipe=None) -> ExportResult:
+    """Export one kernel model to ``onnx`` or ``tflite`` (INT8 unless ``fp32``)."""
+    if fmt == "onnx":
+        from .onnx_export import export_onnx_model
+
+        return export_onnx_model(build_kernel_torch(cfg), cfg.input_shapes(), out, fp32, recipe)
+    if fmt == "tflite":
+        from .tflite_export import export_tflite_model
+
+        return export_tflite_model(build_kernel_keras(cfg), out, fp32)
+    raise ValueError(f"format: {fmt!r} is not allowed; allowed: onnx, tflite")

@@ -1,0 +1,1 @@
+"""predictors: see DESIGN.md; filled in by later issues."""

@@ -1,0 +1,172 @@
+"""Predictor artifacts: a directory that outlives library upgrades.
+
+Layout (format ``hil-predictor/1``)::
+
+    <dir>/metadata.json   device, backend, fingerprint, training-data hash, library versions,
+                          and per kernel type: feature names, target transform, hyper-parameters, metrics
+    <dir>/forests.npz     per kernel type ``<type>.left|right|feature|threshold|value|roots|meta``
+                          (plain .npy members; loaded with allow_pickle=False)
+
+Nothing is pickled: loading needs numpy and this module only, so a predictor trained under one
+scikit-learn loads and predicts identically under any other (see :mod:`predictors.forest`).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from pydantic import BaseModel
+
+from exporters.kernel_models import KernelConfig
+
+from .features import feature_names, features
+from .forest import ArrayForest
+
+FORMAT = "hil-predictor/1"
+
+
+class KernelModelInfo(BaseModel):
+    features: list[str]
+    target: str  # "ms" or "log_ms"
+    hyperparams: dict
+    metrics: dict
+
+
+class PredictorMeta(BaseModel):
+    format: str = FORMAT
+    device: str
+    backend: str
+    fingerprint: dict | None = None
+    created_at: str = ""
+    training_data: dict = {}
+    library_versions: dict = {}
+    kernels: dict[str, KernelModelInfo]
+    overhead_ms: float = 0.0  # per-model invocation overhead, removed from each kernel, added once per model
+    # ns per element of the float<->int8 conversions at a kernel model's inputs and output ("quantize",
+    # "dequantize"; onnxruntime only, see profilers.boundary): removed from each kernel, added once per model
+    boundary_ns_per_element: dict[str, float] = {}
+
+    def boundary_ms(self, in_elements, out_elements):
+        """Conversion cost of float inputs of ``in_elements`` and outputs of ``out_elements`` elements."""
+        b = self.boundary_ns_per_element
+        return (b.get("quantize", 0.0) * np.asarray(in_elements, float)
+                + b.get("dequantize", 0.0) * np.asarray(out_elements, float)) * 1e-6
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for dist in ("scikit-learn", "numpy", "onnxruntime", "ai-edge-litert"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class Predictor:
+    """Kernel-level latency predictor of one device; the latency of a network is the sum of its kernels."""
+
+    def __init__(self, meta: PredictorMeta, forests: dict[str, ArrayForest]):
+        self.meta, self.forests = meta, forests
+        self._cache: dict[KernelConfig, float] = {}
+
+    # --- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = self.meta.model_copy(update={"created_at": self.meta.created_at or datetime.now(timezone.utc).isoformat(),
+                                            "library_versions": self.meta.library_versions or library_versions()})
+        arrays = {}
+        for t, f in self.forests.items():
+            arrays.update(f.to_arrays(f"{t}."))
+        np.savez_compressed(path / "forests.npz", **arrays)
+        (path / "metadata.json").write_text(meta.model_dump_json(indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Predictor":
+        path = Path(path)
+        if not (path / "metadata.json").is_file():
+            raise FileNotFoundError(f"predictor: {path} has no metadata.json (not a predictor directory)")
+        meta = PredictorMeta.model_validate_json((path / "metadata.json").read_text())
+        if meta.format != FORMAT:
+            raise ValueError(f"predictor format: {meta.format!r} is not supported; allowed: {FORMAT}")
+        with np.load(path / "forests.npz", allow_pickle=False) as z:
+            forests = {t: ArrayForest.from_arrays(z, f"{t}.") for t in meta.kernels}
+        return cls(meta, forests)
+
+    # --- prediction ------------------------------------------------------------------------------
+    @property
+    def kernel_types(self) -> list[str]:
+        return list(self.forests)
+
+    def predict_kernels(self, configs: Iterable[KernelConfig]) -> tuple[np.ndarray, list[str]]:
+        """Latency (ms) of each config; unknown kernel types get NaN and are listed, never counted as 0."""
+        configs = list(configs)
+        todo: dict[str, list[KernelConfig]] = {}
+        for c in configs:
+            if c not in self._cache and c.type in self.forests:
+                todo.setdefault(c.type, []).append(c)
+        for t, cs in todo.items():
+            cs = list(dict.fromkeys(cs))
+            y = self.forests[t].predict(features(cs))
+            if self.meta.kernels[t].target == "log_ms":
+                y = np.exp(y)
+            self._cache.update(zip(cs, y.tolist()))
+        unknown = sorted({c.type for c in configs if c.type not in self.forests})
+        return np.array([self._cache.get(c, np.nan) for c in configs]), unknown
+
+
+def check_features(kernel_type: str, names: list[str]) -> None:
+    if list(feature_names(kernel_type)) != names:
+        raise ValueError(f"{kernel_type}: stored features {names} differ from this version's "
+                         f"{list(feature_names(kernel_type))}; retrain the predictor")
+
+
+class GraphPrediction(BaseModel):
+    """Prediction for a whole model graph: total only when every op is covered."""
+
+    latency_ms: float | None
+    kernels: list[dict]
+    unknown_kernels: list[str]
+    unsupported_ops: dict[str, int]
+    warnings: list[str]
+
+
+def predict_model(predictor: Predictor, model: str | Path) -> GraphPrediction:
+    """Detect the kernels of an ONNX or TFLite model and sum their predictions.
+
+    The total is given only when every op is covered; otherwise ``latency_ms`` is None and the
+    warnings name each unsupported op and each kernel type without a forest."""
+    path = Path(model)
+    if path.suffix == ".onnx":
+        from .onnx_graph import detect_onnx as detect
+    elif path.suffix == ".tflite":
+        from .tflite_graph import detect_tflite as detect
+    else:
+        raise ValueError(f"model: {path.name!r} is not allowed; allowed: .onnx or .tflite files")
+    det = detect(path)
+    return predict_kernel_list(predictor, det.kernels, det.unsupported)
+
+
+def predict_kernel_list(predictor: Predictor, kernels: list[KernelConfig],
+                        unsupported: dict[str, int] | None = None) -> GraphPrediction:
+    """A model's latency from its kernels: their sum plus the per-model overhead once; no total when an op
+    or a kernel type is not covered (each is named in ``warnings``)."""
+    unsupported = unsupported or {}
+    lat, unknown = predictor.predict_kernels(kernels)
+    warnings = [f"unsupported op {op} x{n}: no kernel predictor, not counted" for op, n in unsupported.items()]
+    warnings += [f"kernel type {t} has no forest in this predictor" for t in unknown]
+    ok = not warnings
+    io_ms = 0.0
+    if kernels:  # the network's own input quantize and output dequantize, once
+        from profilers.boundary import kernel_elements
+
+        io_ms = float(predictor.meta.boundary_ms(kernel_elements(kernels[0])[0], kernel_elements(kernels[-1])[1]))
+    return GraphPrediction(latency_ms=float(np.nansum(lat)) + predictor.meta.overhead_ms + io_ms if ok else None,
+                           kernels=[{**c.model_dump(), "latency_ms": None if np.isnan(v) else float(v)}
+                                    for c, v in zip(kernels, lat)],
+                           unknown_kernels=unknown, unsupported_ops=unsupported, warnings=warnings)

@@ -1,0 +1,1 @@
+"""profilers: see DESIGN.md; filled in by later issues."""

@@ -1,0 +1,1 @@
+"""server: see DESIGN.md; filled in by later issues."""

@@ -1,0 +1,33 @@
+"""Shared fixtures. Reference data is read from ../shared/data (or $HIL_SHARED_DATA), never copied."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HIL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# Paper Tables 2 and 3 (FLOPs = multiply-adds, in millions).
+PAPER_MFLOPS = {
+    "SEQnet@vnni-A0": 163, "SEQnet@vnni-A1": 358, "SEQnet@vnni-A2": 638, "SEQnet@vnni-A3": 981,
+    "SEQnet@vnni-A4": 1267, "SEQnet@pixel4-A0": 107, "SEQnet@pixel4-A1": 274, "SEQnet@pixel4-A2": 402,
+    "SEQnet@pixel4-A3": 591, "SEQnet@pixel4-A4": 738,
+}
+
+
+@pytest.fixture(scope="session")
+def published() -> dict:
+    path = SHARED_DATA / "spaceevo_search_result.yaml"
+    if not path.exists():
+        pytest.fail(f"reference data not found at {path}; set HIL_SHARED_DATA to the shared/data folder")
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def seqnets(published) -> dict[str, tuple[str, str]]:
+    """name -> (search-space string, subnet string) for the 10 published SEQnets."""
+    spaces = published["specific_supernet_encoding_dict"]
+    return {name: (spaces[sp], arch) for name, (sp, arch) in published["specific_subnet_encoding_dict"].items()}

@@ -1,0 +1,239 @@
+"""Predictor artifacts: train from a measurement dataset, save without pickle, load, predict."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from exporters.kernel_models import KernelConfig
+from predictors.artifact import Predictor
+from predictors.train import train
+from profilers.dataset import Dataset, KernelRecord
+from profilers.measurement import Measurement
+from profilers.samplers import prior_configs
+
+
+def _synthetic_dataset(path, n=60):
+    """Latencies from a known formula (with the INT8 channel-alignment penalty) so learning is checkable."""
+    ds = Dataset(path)
+    for t in ("conv-bn-relu", "se"):
+        for c in prior_configs(t, n, seed=3):
+            ms = 1e-4 * c.hw * c.hw * c.cin * max(c.cout, 1) * c.kernel ** 2 / c.stride ** 2 / 1e3 + 0.01
+            ms *= 1.0 if c.cin % 8 == 0 else 1.3
+            ds.append(KernelRecord(config=c, precision="int8", backend="onnxruntime-cpu",
+                                   measurement=Measurement(backend="onnxruntime-cpu", model="m", latency_ms=ms,
+                                                           stable=True)))
+    return ds
+
+
+def test_train_save_load_predict(tmp_path):
+    ds = _synthetic_dataset(tmp_path / "m.jsonl")
+    pred = train(ds.path, device="test-device")
+    assert set(pred.kernel_types) == {"conv-bn-relu", "se"}
+    for info in pred.meta.kernels.values():
+        assert info.metrics["n"] >= 2 and info.target in ("ms", "log_ms") and info.features
+    out = pred.save(tmp_path / "pred")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["format"] == "hil-predictor/1" and meta["training_data"]["sha256"] and meta["library_versions"]
+    with zipfile.ZipFile(out / "forests.npz") as z:
+        assert all(n.endswith(".npy") for n in z.namelist())
+    loaded = Predictor.load(out)
+    cfgs = prior_configs("conv-bn-relu", 30, seed=9) + [KernelConfig(type="fc", hw=1, cin=8, cout=8)]
+    a, unknown_a = pred.predict_kernels(cfgs)
+    b, unknown_b = loaded.predict_kernels(cfgs)
+    assert np.array_equal(a, b, equal_nan=True)
+    assert unknown_a == unknown_b == ["fc"] and np.isnan(a[-1]) and np.all(a[:-1] > 0)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a predictor directory"):
+        Predictor.load(tmp_path)
+    with pytest.raises(ValueError, match="no usable int8 records"):
+        train(Dataset(tmp_path / "empty.jsonl").path, device="x")
+
+
+def test_predictor_loads_and_predicts_without_scikit_learn(tmp_path):
+    """The guarantee behind "loads under another scikit-learn version": loading and predicting never
+    import scikit-learn (blocked here), so its version cannot matter; numbers are bit-identical."""
+    import subprocess
+    import sys
+
+    ds = _synthetic_dataset(tmp_path / "m.jsonl", n=30)
+    pred = train(ds.path, device="test-device")
+    out = pred.save(tmp_path / "pred")
+    cfgs = prior_configs("se", 20, seed=5)
+    expected, _ = pred.predict_kernels(cfgs)
+    (tmp_path / "cfgs.json").write_text(json.dumps([c.model_dump() for c in cfgs]))
+    code = (
+        "import sys, json; sys.modules['sklearn'] = None\n"
+        "from exporters.kernel_models import KernelConfig\n"
+        "from predictors.artifact import Predictor\n"
+        f"p = Predictor.load({str(out)!r})\n"
+        f"cfgs = [KernelConfig(**c) for c in json.load(open({str(tmp_path / 'cfgs.json')!r}))]\n"
+        "y, unknown = p.predict_kernels(cfgs)\n"
+        "assert 'sklearn' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(json.dumps([float(v).hex() for v in y]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [float(v).hex() for v in expected]
+
+
+def _all_type_predictor(tmp_path):
+    """A predictor knowing every kernel type of both hyperspaces (synthetic latencies)."""
+    from profilers.samplers import kernel_pool
+
+    ds = Dataset(tmp_path / "all.jsonl")
+    for t, pool in kernel_pool().items():
+        cfgs = list(pool[:40])
+        while len(cfgs) < 12:  # head kernels have few configs: add neighbours
+            c = cfgs[len(cfgs) % len(pool)]
+            cfgs.append(c.model_copy(update={"cin": c.cin + 8 * len(cfgs)}))
+        for c in cfgs:
+            ms = 1e-7 * c.hw * c.hw * c.cin * max(c.cout, 1) * c.kernel ** 2 + 0.001 * c.cin / 8 + 0.005
+            ds.append(KernelRecord(config=c, precision="int8", backend="onnxruntime-cpu",
+                                   measurement=Measurement(backend="onnxruntime-cpu", model="m", latency_ms=ms, stable=True)))
+    return train(ds.path, device="synthetic", min_records=10)
+
+
+def test_batch_table_equals_kernel_sum(tmp_path):
+    from predictors.batch import EncodedSubnets, LayerTable
+    from spaces import SearchSpace, resolve
+
+    pred = _all_type_predictor(tmp_path)
+    for space in ("onnxw-151122-023231", "mobilew-122222-155400"):
+        sp = SearchSpace.parse(space)
+        table = LayerTable(sp, pred)
+        assert table.unknown_kernels == []
+        enc = EncodedSubnets.random(sp, 200, seed=1)
+        fast = table.predict(enc)
+        for j in range(0, 200, 20):
+            net = resolve(sp, enc.subnet(j))
+            lat, unknown = pred.predict_kernels([KernelConfig.from_kernel(k) for k in net.kernels()])
+            assert not unknown and fast[j] == pytest.approx(lat.sum(), rel=1e-9)
+        again = EncodedSubnets.from_subnets(sp, [enc.subnet(j) for j in range(10)])
+        assert np.allclose(table.predict(again), fast[:10], rtol=1e-12)
+
+
+def test_batch_unknown_kernels_are_nan_not_zero(tmp_path):
+    from predictors.batch import EncodedSubnets, LayerTable
+    from spaces import SearchSpace
+
+    pred = train(_synthetic_dataset(tmp_path / "m.jsonl").path, device="partial")  # conv-bn-relu and se only
+    table = LayerTable(SearchSpace.parse("onnxw-151122-023231"), pred)
+    assert "fc" in table.unknown_kernels and "conv-bn-hswish" in table.unknown_kernels
+    assert np.isnan(table.predict(EncodedSubnets.random(table.space, 5))).all()
+
+
+def test_predictors_cli(tmp_path):
+    import subprocess
+    import sys
+
+    _synthetic_dataset(tmp_path / "data" / "measurements.jsonl")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "predictors", *a], capture_output=True, text=True,  # noqa: E731
+                                    timeout=300)
+    r = run("train", "--data", str(tmp_path / "data"), "--device", "cli-test", "--out", str(tmp_path / "p"))
+    assert r.returncode == 0, r.stderr
+    assert "conv-bn-relu" in r.stdout and "RMSPE" in r.stdout
+    assert json.loads(run("info", str(tmp_path / "p")).stdout)["device"] == "cli-test"
+    arch = "d1#1#2#2#2#2#2#1_k3#3#3#3#3#3#3#3#3#3#3#3#3_w16#16#32#32#64#64#112#112#144#144#240#240#320" \
+           "_e0#0.5#4.0#4.0#1.0#1.0#4.0#4.0#4.0#4.0#4.0#4.0#4.0_r160"
+    r = run("predict", str(tmp_path / "p"), "--space", "onnxw-151122-023231", "--arch", arch)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["latency_ms"] is None and "fc" in doc["unknown_kernels"]  # never a partial sum
+    r = run("predict", str(tmp_path / "p"), "--space", "onnxw-151122-023231", "--arch", arch.replace("_r160", "_r100"))
+    assert r.returncode == 2 and "resolution" in r.stderr
+    r = run("train", "--data", str(tmp_path / "nothing"), "--device", "x", "--out", str(tmp_path / "q"))
+    assert r.returncode == 2 and "measurements.jsonl" in r.stderr
+
+
+def test_predict_onnx_model_and_errors(tmp_path):
+    import subprocess
+    import sys
+
+    from exporters.onnx_export import export_onnx
+    from predictors.artifact import predict_model
+    from spaces import resolve
+    from spaces.sampling import sample_subnet
+
+    pred = _all_type_predictor(tmp_path)
+    space = "onnxw-151122-023231"
+    net = resolve(space, sample_subnet(space, "min"))
+    path = export_onnx(net, tmp_path / "m.onnx", fp32=True).path
+    res = predict_model(pred, path)
+    expected, _ = pred.predict_kernels([KernelConfig.from_kernel(k) for k in net.kernels()])
+    assert res.warnings == [] and res.latency_ms == pytest.approx(expected.sum(), rel=1e-9)
+    partial = train(_synthetic_dataset(tmp_path / "p.jsonl").path, device="partial")
+    res = predict_model(partial, path)
+    assert res.latency_ms is None and "fc" in res.unknown_kernels and res.warnings
+    pdir = pred.save(tmp_path / "pred")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x01garbage" * 10)
+    r = subprocess.run([sys.executable, "-m", "predictors", "predict-model", str(pdir), str(garbage)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a readable model" in r.stderr
+
+
+def test_worst_configs_feed_the_refine_sampler(tmp_path):
+    from predictors.train import worst_configs
+    from profilers.collect import make_plan
+
+    ds = _synthetic_dataset(tmp_path / "m.jsonl")
+    pred = train(ds.path, device="t")
+    bad = worst_configs(ds.path, pred, threshold=0.02)
+    assert bad and all(e > 0.02 for e, _ in bad) and [e for e, _ in bad] == sorted((e for e, _ in bad), reverse=True)
+    seeds = [c for _, c in bad[:5]]
+    plan = make_plan([], per_type=0, precisions=("int8",), refine=seeds)
+    assert plan and not {c for c, _ in plan} & set(seeds)  # neighbours of the bad configs, never the configs again
+
+
+@pytest.mark.slow
+def test_adaptive_round_measures_around_worst_configs(tmp_path):
+    """One real round on onnxruntime: seed data, train, refine around the worst, retrain."""
+    from predictors.adaptive import adaptive_train
+    from profilers.collect import collect
+
+    data = tmp_path / "k"
+    collect("onnxruntime-cpu", ["se", "add"], data, per_type=12)
+    n0 = len(Dataset(data / "measurements.jsonl"))
+    pred, hist = adaptive_train("onnxruntime-cpu", data, "t", rounds=1, refine_top=6, round_budget_s=25,
+                                threshold=0.0)
+    assert len(Dataset(data / "measurements.jsonl")) > n0 and len(hist) == 2 and all(h > 0 for h in hist)
+    assert set(pred.kernel_types) <= {"se", "add"}
+
+
+@pytest.mark.slow
+def test_eval_harness_end_to_end_and_resume(tmp_path):
+    from predictors.evaluate import eval_set, evaluate, report
+
+    pred = _all_type_predictor(tmp_path)
+    items = eval_set(["onnxw"], 2, seed=1)
+    out = evaluate(pred, "onnxruntime-cpu", items, tmp_path / "r" / "results.jsonl")
+    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["name"] for r in recs] == [n for n, _, _ in items] and all(r["ok"] and r["predicted_ms"] > 0 for r in recs)
+    evaluate(pred, "onnxruntime-cpu", items, out)  # resumed: nothing measured twice
+    assert len(out.read_text().splitlines()) == 2
+    summary = report(out, tmp_path / "r", "test")
+    assert summary["all"]["n"] == 2 and (tmp_path / "r" / "scatter.png").stat().st_size > 1000
+
+
+def test_overhead_is_removed_per_kernel_and_added_once_per_model(tmp_path):
+    from predictors.artifact import Predictor
+    from predictors.batch import EncodedSubnets, LayerTable
+    from spaces import SearchSpace
+
+    ds = Dataset(tmp_path / "d" / "m.jsonl")
+    for c in prior_configs("se", 20, seed=1):  # a constant latency: the forest must return it exactly
+        ds.append(KernelRecord(config=c, precision="int8", backend="onnxruntime-cpu",
+                               measurement=Measurement(backend="onnxruntime-cpu", model="m", latency_ms=0.05,
+                                                       stable=True)))
+    (tmp_path / "d" / "overhead.json").write_text(json.dumps({"overhead_ms": 0.01}))
+    pred = train(ds.path, device="t")
+    y, _ = pred.predict_kernels(prior_configs("se", 5, seed=2))
+    assert pred.meta.overhead_ms == 0.01 and np.allclose(y, 0.04)
+    plain = _all_type_predictor(tmp_path)
+    with_oh = Predictor(plain.meta.model_copy(update={"overhead_ms": 0.5}), plain.forests)
+    sp = SearchSpace.parse("onnxw-151122-023231")
+    enc = EncodedSubnets.random(sp, 20, seed=3)
+    assert np.allclose(LayerTable(sp, with_oh).predict(enc) - LayerTable(sp, plain).predict(enc), 0.5)
