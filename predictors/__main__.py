@@ -1,11 +1,15 @@
 """``python -m predictors``: train, inspect and evaluate INT8 kernel-latency predictors.
 
-    python -m predictors train --data data/kernels/onnxruntime-cpu --device onnxruntime-cpu --out predictors/bundled/onnxruntime-cpu
-    python -m predictors train-adaptive --backend onnxruntime-cpu --data data/kernels/onnxruntime-cpu --device onnxruntime-cpu --out predictors/bundled/onnxruntime-cpu
-    python -m predictors info predictors/bundled/onnxruntime-cpu
-    python -m predictors predict predictors/bundled/onnxruntime-cpu --space onnxw-151122-023231 --arch d1#..._r160
-    python -m predictors predict-model predictors/bundled/onnxruntime-cpu model.onnx   (or .tflite)
-    python -m predictors eval predictors/bundled/onnxruntime-cpu --backend onnxruntime-cpu --n 300 --out reports/ort
+A predictor is named by a directory, by ``<device>/<backend>`` (bundled, see predictors.bundled) or by
+``local:<backend>`` (this host's bundled one). Defaults put a host's data and predictor where the
+service finds them: ``data/kernels/<device>/<backend>`` and ``predictors/bundled/<device>/<backend>``.
+
+    python -m predictors train --backend onnxruntime-cpu                  # this host, bundled location
+    python -m predictors train-adaptive --backend onnxruntime-cpu
+    python -m predictors info local:onnxruntime-cpu
+    python -m predictors predict local:onnxruntime-cpu --space onnxw-151122-023231 --arch d1#..._r160
+    python -m predictors predict-model local:onnxruntime-cpu model.onnx   (or .tflite)
+    python -m predictors eval local:onnxruntime-cpu --backend onnxruntime-cpu --n 300 --out docs/eval/<device>/onnxruntime-cpu
 """
 from __future__ import annotations
 
@@ -18,40 +22,69 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="INT8 kernel-latency predictors.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # errors stay one greppable line
+
+
+def _defaults(backend: str, data: Optional[Path], device: Optional[str], out: Optional[Path]):
+    from .bundled import bundled_path, local_device
+
+    device = device or local_device(backend)
+    data = data or Path("data/kernels") / device / backend
+    return data, device, out or bundled_path(device, backend)
+
+
+def _load(spec: str):
+    from .bundled import load_predictor
+
+    try:
+        return load_predictor(spec)
+    except (FileNotFoundError, LookupError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+
+
+_TRAIN_BACKEND = typer.Option("onnxruntime-cpu", "--backend", help="onnxruntime-cpu or tflite-cpu")
+_DATA = typer.Option(None, "--data", help="collection folder (measurements.jsonl) or the file "
+                     "[default: data/kernels/<device>/<backend>]")
+_DEVICE = typer.Option(None, "--device", help="device name stored in the predictor [default: this host's]")
+_OUT = typer.Option(None, "--out", help="predictor directory [default: predictors/bundled/<device>/<backend>]")
 
 
 @app.command()
-def train(data: Path = typer.Option(..., "--data", help="collection folder (measurements.jsonl) or the file"),
-          device: str = typer.Option(..., "--device", help="device name stored in the predictor"),
-          out: Path = typer.Option(..., "--out", help="predictor directory to write"),
+def train(backend: str = _TRAIN_BACKEND, data: Optional[Path] = _DATA, device: Optional[str] = _DEVICE,
+          out: Optional[Path] = _OUT,
           include_unstable: bool = typer.Option(False, "--include-unstable", help="also train on stable=false records"),
           min_records: int = typer.Option(10, "--min-records")):
     """Train one forest per kernel type (small per-kernel search) and save a pickle-free predictor."""
     from .train import train as run
 
+    data, device, out = _defaults(backend, data, device, out)
     path = data / "measurements.jsonl" if data.is_dir() else data
     if not path.is_file():
-        err.print(f"[bold red]error:[/] --data: {data} has no measurements.jsonl")
+        err.print(f"[bold red]error:[/] --data: {data} has no measurements.jsonl; collect first: "
+                  f"python -m profilers collect --backend {backend} --out {data}")
         raise typer.Exit(2)
     t = Table("kernel", "records", "target", "RMSPE", "+-10%", title=f"held-out kernel error ({device})")
     pred = run(path, device, stable_only=not include_unstable, min_records=min_records,
                progress=lambda k, info: t.add_row(k, str(info.metrics["n"] + info.metrics["n_train"]), info.target,
                                                   f"{info.metrics['rmspe']:.3f}", f"{info.metrics['acc10']:.0%}"))
+    if pred.meta.backend != backend:
+        err.print(f"[bold red]error:[/] {path} holds {pred.meta.backend} measurements, not {backend}")
+        raise typer.Exit(2)
     pred.save(out)
     Console().print(t)
     err.print(f"wrote {out}")
 
 
 @app.command("train-adaptive")
-def train_adaptive(backend: str = typer.Option(..., "--backend"),
-                   data: Path = typer.Option(..., "--data", help="collection folder; new measurements go here too"),
-                   device: str = typer.Option(..., "--device"), out: Path = typer.Option(..., "--out"),
-                   rounds: int = typer.Option(5, "--rounds", min=1),
+def train_adaptive(backend: str = _TRAIN_BACKEND, data: Optional[Path] = _DATA, device: Optional[str] = _DEVICE,
+                   out: Optional[Path] = _OUT, rounds: int = typer.Option(5, "--rounds", min=1),
                    round_min: float = typer.Option(10.0, "--round-min", help="measuring budget per round (minutes)"),
                    refine_top: int = typer.Option(100, "--refine-top")):
     """Train, refine around the worst-predicted kernels, retrain, until held-out error stops improving."""
     from .adaptive import adaptive_train
+
+    data, device, out = _defaults(backend, data, device, out)
 
     def cb(r, err_, n):
         err.print(f"round {r}: held-out kernel RMSPE {err_:.3f}" + (f" (after {n} refine seeds)" if n else ""))
@@ -62,7 +95,7 @@ def train_adaptive(backend: str = typer.Option(..., "--backend"),
 
 
 @app.command()
-def worst(predictor: Path, data: Path = typer.Option(..., "--data", help="the predictor's training collection"),
+def worst(predictor: str, data: Path = typer.Option(..., "--data", help="the predictor's training collection"),
           out: Path = typer.Option(..., "--out", help="JSONL of KernelConfigs for `profilers collect --refine`"),
           threshold: float = typer.Option(0.10, "--threshold", help="relative out-of-fold error to count as bad"),
           top: int = typer.Option(200, "--top")):
@@ -71,7 +104,7 @@ def worst(predictor: Path, data: Path = typer.Option(..., "--data", help="the pr
     from .train import worst_configs
 
     path = data / "measurements.jsonl" if data.is_dir() else data
-    bad = worst_configs(path, Predictor.load(predictor), threshold)[:top]
+    bad = worst_configs(path, _load(predictor), threshold)[:top]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(c.model_dump_json() + "\n" for _, c in bad))
     err.print(f"{len(bad)} configs above {threshold:.0%} error -> {out}; next: python -m profilers collect "
@@ -79,28 +112,26 @@ def worst(predictor: Path, data: Path = typer.Option(..., "--data", help="the pr
 
 
 @app.command()
-def info(predictor: Path):
+def info(predictor: str):
     """Print a predictor's metadata."""
-    from .artifact import Predictor
-
-    typer.echo(Predictor.load(predictor).meta.model_dump_json(indent=1))
+    typer.echo(_load(predictor).meta.model_dump_json(indent=1))
 
 
 @app.command()
-def predict(predictor: Path, space: str = typer.Option(..., "--space"), arch: str = typer.Option(..., "--arch"),
+def predict(predictor: str, space: str = typer.Option(..., "--space"), arch: str = typer.Option(..., "--arch"),
             detail: bool = typer.Option(False, "--detail", help="per-kernel latencies")):
     """Predict one subnet (sum of its kernels); unknown kernel types are reported, not counted as 0."""
     from exporters.kernel_models import KernelConfig
     from spaces import SpaceError, resolve
 
-    from .artifact import Predictor, predict_kernel_list
+    from .artifact import predict_kernel_list
 
     try:
         net = resolve(space, arch)
     except SpaceError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2)
-    p = Predictor.load(predictor)
+    p = _load(predictor)
     ks = net.kernels()
     res = predict_kernel_list(p, [KernelConfig.from_kernel(k) for k in ks])
     doc = {"device": p.meta.device, "latency_ms": res.latency_ms, "overhead_ms": p.meta.overhead_ms,
@@ -113,15 +144,16 @@ def predict(predictor: Path, space: str = typer.Option(..., "--space"), arch: st
 
 
 @app.command("predict-model")
-def predict_model_cmd(predictor: Path, model: Path):
+def predict_model_cmd(predictor: str, model: Path):
     """Predict any ONNX or TFLite model by detecting its kernels; unsupported ops are listed, never counted as 0."""
-    from .artifact import Predictor, predict_model
+    from .artifact import predict_model
 
     if not model.is_file():
         err.print(f"[bold red]error:[/] model file not found: {model}")
         raise typer.Exit(2)
+    p = _load(predictor)
     try:
-        res = predict_model(Predictor.load(predictor), model)
+        res = predict_model(p, model)
     except Exception as e:  # onnx / flatbuffers raise their own decode errors
         err.print(f"[bold red]error:[/] {model} is not a readable model: {str(e).splitlines()[0][:200]}")
         raise typer.Exit(2)
@@ -131,19 +163,23 @@ def predict_model_cmd(predictor: Path, model: Path):
 
 
 @app.command("eval")
-def evaluate(predictor: Path, backend: str = typer.Option(..., "--backend"),
+def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              n: int = typer.Option(300, "--n", help="random held-out subnets per hyperspace"),
              hyperspaces: str = typer.Option("onnxw,mobilew", "--hyperspaces"),
              seqnets: Optional[Path] = typer.Option(None, "--seqnets", help="spaceevo_search_result.yaml to add the SEQnets"),
              keras_apps: str = typer.Option("", "--keras-apps", help="tflite-cpu only: e.g. MobileNetV2,ResNet50"),
              repredict_from: Optional[Path] = typer.Option(None, "--repredict", help="results.jsonl of an earlier "
                                                            "eval: re-predict its measured subnets, measure nothing"),
-             out: Path = typer.Option(..., "--out", help="report folder (results.jsonl is resumable)")):
+             out: Path = typer.Option(..., "--out", help="report folder (results.jsonl is resumable)"),
+             budget_min: Optional[float] = typer.Option(None, "--budget-min", help="stop measuring after this many "
+                                                        "minutes and report what is done (rerun to continue)"),
+             rounds: int = typer.Option(3, "--rounds", min=1, help="records per network, spread over time; the "
+                                        "fastest counts (one record is too noisy on a shared VM)"),
+             block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block")):
     """Measure held-out subnets end to end and report RMSE, RMSPE, +-5% and +-10% with a scatter plot."""
-    from .artifact import Predictor
     from .evaluate import eval_set, evaluate as run, report
 
-    p = Predictor.load(predictor)
+    p = _load(predictor)
     if repredict_from is not None:
         from .evaluate import repredict
 
@@ -160,10 +196,16 @@ def evaluate(predictor: Path, backend: str = typer.Option(..., "--backend"),
                   f"{', '.join(KERAS_APPS)} with --backend tflite-cpu")
         raise typer.Exit(2)
     items += [(f"keras:{a}", "", "") for a in apps]
-    with Console(stderr=True).status("evaluating") as st:
-        run(p, backend, items, out / "results.jsonl",
-            progress=lambda i, tot, r: st.update(f"{i}/{tot} {r['name']}: predicted {r['predicted_ms']:.2f} "
-                                                 f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=err) as prog:
+        task = prog.add_task("eval", total=len(items), last="")
+        run(p, backend, items, out / "results.jsonl", budget_s=budget_min * 60 if budget_min else None,
+            rounds=rounds, block=block,
+            progress=lambda i, tot, r: prog.update(
+                task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
+                                        f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
     summary = report(out / "results.jsonl", out, f"{p.meta.device}: predicted vs measured INT8")
     typer.echo(json.dumps(summary, indent=1))
 

@@ -1,9 +1,11 @@
 """Predictor artifacts: a directory that outlives library upgrades.
 
-Layout (format ``hil-predictor/1``)::
+Layout (format ``hil-predictor/2``)::
 
     <dir>/metadata.json   device, backend, fingerprint, training-data hash, library versions,
-                          and per kernel type: feature names, target transform, hyper-parameters, metrics
+                          overhead_ms and boundary_ns_per_element (added once per model), and per
+                          kernel type: feature names, target transform (predictors.targets: ms, log_ms,
+                          log_ms_per_work), hyper-parameters, metrics
     <dir>/forests.npz     per kernel type ``<type>.left|right|feature|threshold|value|roots|meta``
                           (plain .npy members; loaded with allow_pickle=False)
 
@@ -24,13 +26,17 @@ from exporters.kernel_models import KernelConfig
 
 from .features import feature_names, features
 from .forest import ArrayForest
+from .targets import from_target
 
-FORMAT = "hil-predictor/1"
+FORMAT = "hil-predictor/2"
+# /1 had targets ms and log_ms only; /2 adds log_ms_per_work and boundary_ns_per_element. A reader accepts
+# every format it knows; an older reader refuses /2 instead of misreading a target it does not know.
+READABLE = ("hil-predictor/1", FORMAT)
 
 
 class KernelModelInfo(BaseModel):
     features: list[str]
-    target: str  # "ms" or "log_ms"
+    target: str  # one of predictors.targets.TARGETS
     hyperparams: dict
     metrics: dict
 
@@ -92,8 +98,8 @@ class Predictor:
         if not (path / "metadata.json").is_file():
             raise FileNotFoundError(f"predictor: {path} has no metadata.json (not a predictor directory)")
         meta = PredictorMeta.model_validate_json((path / "metadata.json").read_text())
-        if meta.format != FORMAT:
-            raise ValueError(f"predictor format: {meta.format!r} is not supported; allowed: {FORMAT}")
+        if meta.format not in READABLE:
+            raise ValueError(f"predictor format: {meta.format!r} is not supported; allowed: {', '.join(READABLE)}")
         with np.load(path / "forests.npz", allow_pickle=False) as z:
             forests = {t: ArrayForest.from_arrays(z, f"{t}.") for t in meta.kernels}
         return cls(meta, forests)
@@ -112,9 +118,7 @@ class Predictor:
                 todo.setdefault(c.type, []).append(c)
         for t, cs in todo.items():
             cs = list(dict.fromkeys(cs))
-            y = self.forests[t].predict(features(cs))
-            if self.meta.kernels[t].target == "log_ms":
-                y = np.exp(y)
+            y = from_target(self.meta.kernels[t].target, self.forests[t].predict(features(cs)), cs)
             self._cache.update(zip(cs, y.tolist()))
         unknown = sorted({c.type for c in configs if c.type not in self.forests})
         return np.array([self._cache.get(c, np.nan) for c in configs]), unknown

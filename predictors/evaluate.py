@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import random
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from exporters.calibration import Calibration
+from profilers.prefetch import Prefetcher, under_prefetch
 from profilers.protocol import Protocol
 from profilers.worker import Profiler
 from spaces import SearchSpace, resolve
@@ -28,19 +30,28 @@ from .train import metrics
 
 
 def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | None = None) -> list[tuple[str, str, str]]:
-    """(name, space, arch) of held-out subnets; seeds differ from any training sampler's."""
+    """(name, space, arch) of held-out subnets; seeds differ from any training sampler's.
+
+    Order: the SEQnets first, then the hyperspaces' random subnets taken in turn, so that an evaluation
+    stopped early (they take hours) is still a balanced sample. Names and subnets do not depend on
+    the order, so results files of earlier runs resume."""
     rng = random.Random(f"eval-{seed}")
-    items = []
+    per_hs: list[list[tuple[str, str, str]]] = []
     for hs in hyperspaces:
+        rows = []
         for i in range(n_per):
             sp = random_space(hs, rng)
-            items.append((f"{hs}-random-{i}", sp.to_string(), sample_subnet(sp, "random", rng).to_string()))
+            rows.append((f"{hs}-random-{i}", sp.to_string(), sample_subnet(sp, "random", rng).to_string()))
+        per_hs.append(rows)
+    items = []
     if seqnets is not None:
         d = yaml.safe_load(Path(seqnets).read_text())
         spaces = d["specific_supernet_encoding_dict"]
         for name, (sp, arch) in d["specific_subnet_encoding_dict"].items():
             if SearchSpace.parse(spaces[sp]).hyperspace.name in hyperspaces:
                 items.append((name, spaces[sp], arch))
+    for i in range(n_per):
+        items += [rows[i] for rows in per_hs]
     return items
 
 
@@ -59,11 +70,33 @@ def _keras_app(name: str, out: Path) -> Path:
     return Path(export_tflite_model(model, out).path)
 
 
+def _blocks(it, size: int):
+    block = []
+    for x in it:
+        block.append(x)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
 def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protocol: Protocol | None = None,
-             progress=None) -> Path:
+             progress=None, budget_s: float | None = None, rounds: int = 3, block: int = 8) -> Path:
+    """Export and measure ``items`` end to end, one JSON line per item in ``out`` (resumable).
+
+    One record of a network is not ground truth on a shared VM: on the Xeon, SEQnet@vnni-A0's p10 varied
+    with a CV of 11.9% across records 2 s apart (docs/noise). Each network is therefore measured in
+    ``rounds`` records spread over time, interleaved within blocks of ``block`` networks, and keeps the
+    fastest p10 (``measured_ms``; every round is in ``rounds_ms``). From that noise data, the fastest of 3
+    records has a CV of about 4.4%, of 5 about 3.3%. The next block is exported on the other core meanwhile,
+    so with 3 rounds an evaluation is still about as fast as its exports.
+    """
     from exporters.onnx_export import export_onnx
     from exporters.tflite_export import export_tflite
 
+    if rounds < 1 or block < 1:
+        raise ValueError(f"rounds and block must be >= 1, got {rounds} and {block}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
@@ -74,31 +107,64 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
             except (json.JSONDecodeError, KeyError):
                 pass  # a torn last line from a killed run
     tables: dict[str, LayerTable] = {}
-    with Profiler(backend, protocol=protocol or Protocol()) as prof, tempfile.TemporaryDirectory() as tmp:
-        for i, (name, space, arch) in enumerate(items):
-            if name in done:
-                continue
-            if name.startswith("keras:"):
-                from .artifact import predict_model
+    todo = [(i, it) for i, it in enumerate(items) if it[0] not in done]
+    suffix = ".onnx" if backend == "onnxruntime-cpu" else ".tflite"
+    with Profiler(backend, protocol=under_prefetch(protocol or Protocol())) as prof, \
+            tempfile.TemporaryDirectory() as tmp:
 
-                path = _keras_app(name[6:], Path(tmp) / "k.tflite")
-                g = predict_model(predictor, path)
-                rec = {"name": name, "space": None, "arch": None, "flops": None, "warnings": g.warnings,
-                       "predicted_ms": g.latency_ms if g.latency_ms is not None else float("nan")}
-            else:
-                net = resolve(space, arch)
-                r = net.resolution
-                path = Path(tmp) / ("m.onnx" if backend == "onnxruntime-cpu" else "m.tflite")
-                (export_onnx if backend == "onnxruntime-cpu" else export_tflite)(
-                    net, path, calibration=Calibration((1, 3, r, r), 4))
-                rec = {"name": name, "space": space, "arch": arch, "flops": net.flops(),
-                       "predicted_ms": _predict_subnet(tables, predictor, space, arch)}
-            m = prof.measure(path)
-            rec.update(measured_ms=m.latency_ms, stable=m.stable, ok=m.ok, error=m.error)
+        def export(job):  # runs in the prefetch thread, on the cores the profiler does not use
+            i, (name, space, arch) = job
+            path = Path(tmp) / f"m{i}{suffix}"
+            if name.startswith("keras:"):
+                return _keras_app(name[6:], path)
+            net = resolve(space, arch)
+            r = net.resolution
+            (export_onnx if backend == "onnxruntime-cpu" else export_tflite)(
+                net, path, calibration=Calibration((1, 3, r, r), 4))
+            return path
+
+        deadline = time.monotonic() + budget_s if budget_s else None
+        for chunk in _blocks(Prefetcher(export, todo, avoid_core=prof.core, depth=block), block):
+            if deadline is not None and time.monotonic() > deadline:
+                break  # resumable: the next run continues with this block
+            recs = []
+            for (i, (name, space, arch)), path in chunk:
+                if name.startswith("keras:"):
+                    from .artifact import predict_model
+
+                    rec = {"name": name, "space": None, "arch": None, "flops": None}
+                    if not isinstance(path, Exception):
+                        g = predict_model(predictor, path)
+                        rec.update(warnings=g.warnings,
+                                   predicted_ms=g.latency_ms if g.latency_ms is not None else float("nan"))
+                else:
+                    rec = {"name": name, "space": space, "arch": arch, "flops": resolve(space, arch).flops(),
+                           "predicted_ms": _predict_subnet(tables, predictor, space, arch)}
+                if isinstance(path, Exception):
+                    rec.update(predicted_ms=rec.get("predicted_ms", float("nan")), measured_ms=None, stable=False,
+                               ok=False, error=f"export failed: {type(path).__name__}: {path}")
+                else:
+                    rec.update(rounds_ms=[], stable=False, ok=True, error=None)
+                recs.append((i, rec, path))
+            for _ in range(rounds):  # interleaved: records of one network are a block's length apart
+                for _, rec, path in recs:
+                    if not rec["ok"] or isinstance(path, Exception):
+                        continue
+                    m = prof.measure(path)
+                    if not m.ok:
+                        rec.update(ok=False, error=m.error, measured_ms=None)
+                        continue
+                    rec["rounds_ms"].append(m.latency_ms)
+                    rec["stable"] = rec["stable"] or m.stable
             with open(out, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if progress:
-                progress(i + 1, len(items), rec)
+                for i, rec, path in recs:
+                    if rec["ok"]:
+                        rec["measured_ms"] = min(rec["rounds_ms"])
+                    if not isinstance(path, Exception):
+                        path.unlink(missing_ok=True)
+                    f.write(json.dumps(rec) + "\n")
+                    if progress:
+                        progress(i + 1, len(items), rec)
     return out
 
 
@@ -112,7 +178,9 @@ def report(results: str | Path, out_dir: str | Path, title: str) -> dict:
     recs = [r for r in recs if r["ok"] and r["measured_ms"] and np.isfinite(r["predicted_ms"])]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    hyperspaces = sorted({r["name"].split("-random-")[0] for r in recs if "-random-" in r["name"]})
     groups = {"all": recs, "random": [r for r in recs if "-random-" in r["name"]],
+              **{f"random {h}": [r for r in recs if r["name"].startswith(f"{h}-random-")] for h in hyperspaces},
               "SEQnets": [r for r in recs if r["name"].startswith("SEQnet")],
               "keras.applications": [r for r in recs if r["name"].startswith("keras:")]}
     summary = {g: metrics(np.array([r["measured_ms"] for r in rs]), np.array([r["predicted_ms"] for r in rs]))
@@ -134,7 +202,21 @@ def report(results: str | Path, out_dir: str | Path, title: str) -> dict:
     fig.savefig(out_dir / "scatter.png", dpi=80)
     plt.close(fig)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "report.md").write_text(report_markdown(summary, title))
     return summary
+
+
+PAPER_ACC10 = {"SpaceEvo, VNNI CPU (onnxruntime)": 0.925, "SpaceEvo, Pixel 4 (TFLite)": 1.0,
+               "nn-Meter, Pixel 4 CPU (TFLite FP32)": 0.990}
+
+
+def report_markdown(summary: dict, title: str) -> str:
+    """The evaluation as a table, beside the published +-10% accuracies it is compared with."""
+    rows = ["| set | n | RMSE (ms) | RMSPE | within ±5% | within ±10% |", "|---|---|---|---|---|---|"]
+    for g, m in summary.items():
+        rows.append(f"| {g} | {m['n']} | {m['rmse_ms']:.3f} | {m['rmspe']:.3f} | {m['acc5']:.1%} | {m['acc10']:.1%} |")
+    rows += ["", "Published, within ±10%: " + "; ".join(f"{k} {v:.1%}" for k, v in PAPER_ACC10.items()) + "."]
+    return f"# {title}\n\n" + "\n".join(rows) + "\n\n![predicted vs measured](scatter.png)\n"
 
 
 def _predict_subnet(tables: dict[str, LayerTable], predictor: Predictor, space: str, arch: str) -> float:

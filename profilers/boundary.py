@@ -4,7 +4,7 @@ A kernel is profiled as its own QDQ model: float input -> QuantizeLinear -> kern
 float output. Inside a network the kernels pass uint8 tensors to each other, so the two conversions
 happen once per network, not once per kernel. Their cost grows with the tensor: summed over the ~50
 kernels of a subnet it came to ~2 ms of a 12-40 ms prediction in the first evaluation
-(docs/eval/onnxruntime-cpu-first), a positive bias that no forest can learn away.
+(docs/eval/amd-epyc-avx2/onnxruntime-cpu-first), a positive bias that no forest can learn away.
 
 We measure it directly instead of guessing: standalone Quantize and Dequantize models over a range of
 tensor sizes, a straight line per op (intercept + ns per element), fitted on the fastest of interleaved
@@ -56,7 +56,7 @@ def kernel_elements(cfg: KernelConfig) -> tuple[int, int]:
     op = cfg.op
     if op == "fc":
         return n_in, cfg.cout
-    if op == "global-avgpool":
+    if op == "global":  # global-avgpool
         return n_in, cfg.cin
     hw = -(-cfg.hw // cfg.stride) if op in ("conv", "dwconv", "maxpool", "avgpool") else cfg.hw
     c = cfg.cout if op == "conv" else cfg.cin + cfg.cout if op == "concat" else cfg.cin

@@ -16,6 +16,8 @@ from typing import Callable, Iterable
 from exporters.kernel_models import KernelConfig, export_kernel
 
 from .boundary import measure_boundary
+from .fingerprint import Fingerprint, device_slug, local_fingerprint
+from .prefetch import Prefetcher, under_prefetch
 from .dataset import Dataset, KernelRecord, record_key, write_json_atomic
 from .measurement import Measurement
 from .protocol import Protocol
@@ -51,18 +53,29 @@ def _plan(kernel_types, per_type, precisions, seed, refine):
     return [(c, p) for c in order for p in precisions], set(extra)
 
 
+def export_kernel_model(cfg: KernelConfig, precision: str, backend: str, workdir: Path) -> Path:
+    path = workdir / f"{cfg.slug()}.{precision}.{FORMAT[backend]}"
+    export_kernel(cfg, FORMAT[backend], path, fp32=precision == "fp32")
+    return path
+
+
+def measure_exported(profiler: Profiler, exported: Path | Exception, protocol: Protocol | None = None) -> Measurement:
+    """Measure a kernel model exported by :func:`export_kernel_model` (an export failure is data too)."""
+    if isinstance(exported, Exception):
+        return Measurement.failure(profiler.backend, "", "export-error", f"{type(exported).__name__}: {exported}")
+    try:
+        return profiler.measure(exported, protocol)
+    finally:
+        exported.unlink(missing_ok=True)
+
+
 def measure_kernel(profiler: Profiler, cfg: KernelConfig, precision: str, workdir: Path,
                    protocol: Protocol | None = None) -> Measurement:
-    fmt = FORMAT[profiler.backend]
-    path = workdir / f"{cfg.slug()}.{precision}.{fmt}"
     try:
-        export_kernel(cfg, fmt, path, fp32=precision == "fp32")
+        exported: Path | Exception = export_kernel_model(cfg, precision, profiler.backend, workdir)
     except Exception as e:  # an export failure is data too: record it, keep going
-        return Measurement.failure(profiler.backend, str(path), "export-error", f"{type(e).__name__}: {e}")
-    try:
-        return profiler.measure(path, protocol)
-    finally:
-        path.unlink(missing_ok=True)
+        exported = e
+    return measure_exported(profiler, exported, protocol)
 
 
 OVERHEAD_KERNEL = KernelConfig(type="act-relu", hw=1, cin=8)
@@ -95,9 +108,24 @@ def update_boundary(out: str | Path, core: int | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no overhead.json (run collect, which measures it first)")
     doc = json.loads(path.read_text())
+    check_same_device(Path(out), doc["backend"], core)  # a boundary belongs to the machine the kernels ran on
     doc["boundary"] = measure_boundary(doc["backend"], core=core).model_dump()
     write_json_atomic(path, doc)
     return doc
+
+
+def check_same_device(out: Path, backend: str, core: int | None = None) -> None:
+    """Refuse to mix devices in one dataset: its overhead.json names the device it was measured on."""
+    oh = out / "overhead.json"
+    if not oh.is_file():
+        return
+    fp = json.loads(oh.read_text()).get("fingerprint")
+    if not fp:
+        return
+    theirs, ours = device_slug(Fingerprint(**fp)), device_slug(local_fingerprint(backend, core))
+    if theirs != ours:
+        raise ValueError(f"{out}: this dataset was measured on {theirs!r}, this host is {ours!r}; "
+                         f"collect into data/kernels/{ours}/{backend} instead")
 
 
 def collect(backend: str, kernel_types: list[str], out: str | Path, per_type: int = 50,
@@ -118,6 +146,7 @@ def collect(backend: str, kernel_types: list[str], out: str | Path, per_type: in
     write_json_atomic(plan_path, {"backend": backend, "seed": seed, "items": [(c.model_dump(), p) for c, p in plan]})
     ds = Dataset(out / "measurements.jsonl")
     oh = out / "overhead.json"
+    check_same_device(out, backend, core)
     if not oh.exists():
         measure_overhead(backend, out, core)
     elif backend == "onnxruntime-cpu" and "boundary" not in json.loads(oh.read_text()):
@@ -131,12 +160,14 @@ def collect(backend: str, kernel_types: list[str], out: str | Path, per_type: in
     done = len(plan) - len(todo)
     if progress:
         progress(done, len(plan), None)
-    with Profiler(backend, core=core, protocol=protocol or KERNEL_PROTOCOL) as prof, \
+    with Profiler(backend, core=core, protocol=under_prefetch(protocol or KERNEL_PROTOCOL)) as prof, \
             tempfile.TemporaryDirectory() as tmp:
-        for cfg, prec in todo:
+        # the next kernels are exported on the other cores while this one is measured (see prefetch)
+        for (cfg, prec), exported in Prefetcher(lambda cp: export_kernel_model(cp[0], cp[1], backend, Path(tmp)),
+                                                todo, avoid_core=prof.core):
             if deadline is not None and time.monotonic() > deadline:
                 break
-            m = measure_kernel(prof, cfg, prec, Path(tmp), protocol)
+            m = measure_exported(prof, exported)
             rec = KernelRecord(config=cfg, precision=prec, backend=backend, measurement=m)
             ds.append(rec)
             done += 1

@@ -74,3 +74,22 @@ def local_fingerprint(backend: str, core: int | None = None) -> Fingerprint:
         freq_max_khz=as_int(_read(base + "scaling_max_freq")),
         os=f"{platform.system()} {platform.release()}", hostname=socket.gethostname(),
     )
+
+
+def device_slug(fp: Fingerprint) -> str:
+    """A short, path-safe name for the hardware of a fingerprint, e.g. ``intel-xeon-2.80ghz-vnni`` or
+    ``amd-epyc-avx2``: the folder that a device's kernel data and bundled predictors live in.
+
+    Sessions of this project land on different machines (an AMD EPYC without VNNI, an Intel Xeon with
+    AVX-512 VNNI); data from one must never train the predictor of the other."""
+    import re
+
+    model = re.sub(r"\((r|tm)\)", "", fp.cpu_model.lower())
+    model = re.sub(r"\b(processor|cpu|with radeon graphics)\b", " ", model)
+    model = re.sub(r"[^a-z0-9.]+", "-", model).strip("-") or "unknown-cpu"
+    flags = set(fp.flags)
+    isa = ("vnni" if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "avx512" if "avx512f" in flags
+           else "avx2" if "avx2" in flags else "dotprod" if "asimddp" in flags else fp.arch)
+    if fp.android:
+        model = re.sub(r"[^a-z0-9.]+", "-", (fp.android.get("model") or model).lower()).strip("-")
+    return f"{model}-{isa}"

@@ -9,6 +9,7 @@ import pytest
 
 from exporters.kernel_models import KernelConfig
 from predictors.artifact import Predictor
+from predictors.targets import TARGETS
 from predictors.train import train
 from profilers.dataset import Dataset, KernelRecord
 from profilers.measurement import Measurement
@@ -33,10 +34,10 @@ def test_train_save_load_predict(tmp_path):
     pred = train(ds.path, device="test-device")
     assert set(pred.kernel_types) == {"conv-bn-relu", "se"}
     for info in pred.meta.kernels.values():
-        assert info.metrics["n"] >= 2 and info.target in ("ms", "log_ms") and info.features
+        assert info.metrics["n"] >= 2 and info.target in TARGETS and info.features
     out = pred.save(tmp_path / "pred")
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["format"] == "hil-predictor/1" and meta["training_data"]["sha256"] and meta["library_versions"]
+    assert meta["format"] == "hil-predictor/2" and meta["training_data"]["sha256"] and meta["library_versions"]
     with zipfile.ZipFile(out / "forests.npz") as z:
         assert all(n.endswith(".npy") for n in z.namelist())
     loaded = Predictor.load(out)
@@ -146,6 +147,10 @@ def test_predictors_cli(tmp_path):
     assert r.returncode == 2 and "resolution" in r.stderr
     r = run("train", "--data", str(tmp_path / "nothing"), "--device", "x", "--out", str(tmp_path / "q"))
     assert r.returncode == 2 and "measurements.jsonl" in r.stderr
+    r = run("info", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "local:<backend>" in r.stderr  # names what a predictor name may be
+    r = run("info", "local:no-such-backend")
+    assert r.returncode == 2 and "no predictor for this host" in r.stderr and "python -m predictors train" in r.stderr
 
 
 def test_predict_onnx_model_and_errors(tmp_path):
@@ -209,10 +214,14 @@ def test_eval_harness_end_to_end_and_resume(tmp_path):
 
     pred = _all_type_predictor(tmp_path)
     items = eval_set(["onnxw"], 2, seed=1)
-    out = evaluate(pred, "onnxruntime-cpu", items, tmp_path / "r" / "results.jsonl")
+    from profilers.protocol import Protocol
+
+    fast = Protocol(budget_s=1.0, min_duration_s=0.3)
+    out = evaluate(pred, "onnxruntime-cpu", items, tmp_path / "r" / "results.jsonl", protocol=fast, rounds=2, block=2)
     recs = [json.loads(l) for l in out.read_text().splitlines()]
     assert [r["name"] for r in recs] == [n for n, _, _ in items] and all(r["ok"] and r["predicted_ms"] > 0 for r in recs)
-    evaluate(pred, "onnxruntime-cpu", items, out)  # resumed: nothing measured twice
+    assert all(len(r["rounds_ms"]) == 2 and r["measured_ms"] == min(r["rounds_ms"]) for r in recs)
+    evaluate(pred, "onnxruntime-cpu", items, out, protocol=fast)  # resumed: nothing measured twice
     assert len(out.read_text().splitlines()) == 2
     summary = report(out, tmp_path / "r", "test")
     assert summary["all"]["n"] == 2 and (tmp_path / "r" / "scatter.png").stat().st_size > 1000
@@ -237,3 +246,72 @@ def test_overhead_is_removed_per_kernel_and_added_once_per_model(tmp_path):
     sp = SearchSpace.parse("onnxw-151122-023231")
     enc = EncodedSubnets.random(sp, 20, seed=3)
     assert np.allclose(LayerTable(sp, with_oh).predict(enc) - LayerTable(sp, plain).predict(enc), 0.5)
+
+
+def test_boundary_is_removed_per_kernel_by_size_and_added_once_per_model(tmp_path):
+    """Each kernel model pays quantize(inputs) + dequantize(output); a network pays its own I/O once."""
+    from predictors.batch import EncodedSubnets, LayerTable
+    from profilers.boundary import kernel_elements
+    from spaces import SearchSpace
+
+    ds = Dataset(tmp_path / "d" / "m.jsonl")
+    q_ns, dq_ns = 0.2, 0.1
+    cfgs = prior_configs("se", 20, seed=1)
+    for c in cfgs:  # measured = 0.05 ms of kernel + the boundary of its own size
+        n_in, n_out = kernel_elements(c)
+        ms = 0.05 + (q_ns * n_in + dq_ns * n_out) * 1e-6
+        ds.append(KernelRecord(config=c, precision="int8", backend="onnxruntime-cpu",
+                               measurement=Measurement(backend="onnxruntime-cpu", model="m", latency_ms=ms,
+                                                       stable=True)))
+    (tmp_path / "d" / "overhead.json").write_text(json.dumps(
+        {"overhead_ms": 0.0, "boundary": {"quantize": {"ns_per_element": q_ns, "intercept_ms": 0, "points": []},
+                                          "dequantize": {"ns_per_element": dq_ns, "intercept_ms": 0, "points": []}}}))
+    pred = train(ds.path, device="t")
+    assert pred.meta.boundary_ns_per_element == {"quantize": q_ns, "dequantize": dq_ns}
+    y, _ = pred.predict_kernels(prior_configs("se", 5, seed=2))
+    assert np.allclose(y, 0.05)
+    plain = _all_type_predictor(tmp_path)
+    with_b = Predictor(plain.meta.model_copy(update={"boundary_ns_per_element": {"quantize": q_ns,
+                                                                                 "dequantize": dq_ns}}), plain.forests)
+    sp = SearchSpace.parse("onnxw-151122-023231")
+    enc = EncodedSubnets.random(sp, 20, seed=3)
+    res = np.array(sp.hyperspace.resolutions)[enc.res]
+    expect = (q_ns * 3 * res ** 2 + dq_ns * 1000) * 1e-6  # the network's input quantize and logits dequantize
+    assert np.allclose(LayerTable(sp, with_b).predict(enc) - LayerTable(sp, plain).predict(enc), expect)
+
+
+def test_kernel_elements():
+    from profilers.boundary import kernel_elements
+
+    assert kernel_elements(KernelConfig(type="conv-bn-relu", hw=56, cin=16, cout=32, kernel=3, stride=2)) == \
+        (56 * 56 * 16, 28 * 28 * 32)
+    assert kernel_elements(KernelConfig(type="dwconv-bn-hswish", hw=15, cin=8, kernel=5, stride=2)) == \
+        (15 * 15 * 8, 8 * 8 * 8)
+    assert kernel_elements(KernelConfig(type="add", hw=7, cin=4, cout=4)) == (2 * 7 * 7 * 4, 7 * 7 * 4)
+    assert kernel_elements(KernelConfig(type="concat", hw=7, cin=4, cout=6)) == (7 * 7 * 10, 7 * 7 * 10)
+    assert kernel_elements(KernelConfig(type="fc", hw=1, cin=1280, cout=1000)) == (1280, 1000)
+    assert kernel_elements(KernelConfig(type="global-avgpool", hw=7, cin=960)) == (7 * 7 * 960, 960)
+
+
+def test_per_work_target_extrapolates_where_plain_forests_cannot():
+    """A forest averages what it saw; dividing out the work first lets it answer for larger convs."""
+    from predictors.targets import from_target, to_target, work
+
+    small = [KernelConfig(type="conv-bn-relu", hw=hw, cin=c, cout=2 * c, kernel=3)
+             for hw in (7, 14, 28) for c in (16, 24, 32, 40, 48)]
+    big = [KernelConfig(type="conv-bn-relu", hw=56, cin=64, cout=128, kernel=3)]
+    y = 0.002 * work(small)  # a kernel with a constant efficiency
+    with pytest.raises(ValueError, match="allowed"):
+        to_target("seconds", y, small)
+    for name in TARGETS:  # exact round trip
+        assert np.allclose(from_target(name, to_target(name, y, small), small), y)
+    from sklearn.ensemble import RandomForestRegressor
+
+    from predictors.features import features
+
+    preds = {}
+    for name in ("log_ms", "log_ms_per_work"):
+        rf = RandomForestRegressor(n_estimators=20, random_state=0).fit(features(small), to_target(name, y, small))
+        preds[name] = from_target(name, rf.predict(features(big)), big)[0]
+    truth = 0.002 * work(big)[0]
+    assert abs(preds["log_ms_per_work"] / truth - 1) < 0.01 and preds["log_ms"] < 0.5 * truth

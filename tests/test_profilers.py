@@ -169,6 +169,10 @@ def test_samplers_draw_from_the_hyperspaces():
     assert all(n.cout == n.cin for n in new)
     head = prior_configs("fc", 30)  # one config in the hyperspaces: padded with neighbours
     assert len(head) == len(set(head)) == 30 and all(c.type == "fc" for c in head)
+    # the stem conv (3 input channels, stride 2, at the input resolution) is in every network: it comes first
+    stems = [c for c in prior_configs("conv-bn-relu", 40) if c.cin == 3]
+    assert len(stems) >= 8 and all(c.stride == 2 and c.hw >= 160 for c in stems)
+    assert len(prior_configs("conv-bn-relu", 40)) == len(set(prior_configs("conv-bn-relu", 40))) == 40
 
 
 def test_dataset_cuts_torn_line_and_refuses_duplicates(tmp_path):
@@ -232,3 +236,60 @@ def test_cli_measure_and_errors(small_models, tmp_path):
     p = subprocess.run([sys.executable, "-m", "profilers", "measure", str(small_models["onnx"]), "--backend", "gpu"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "onnxruntime-cpu" in p.stderr
+
+
+def test_prefetcher_keeps_order_returns_errors_and_avoids_the_profiler_core():
+    from profilers.prefetch import Prefetcher
+
+    seen = []
+
+    def fn(i):
+        seen.append(os.sched_getaffinity(0))
+        if i == 3:
+            raise ValueError("bad export")
+        return i * i
+
+    avoid = max(os.sched_getaffinity(0))
+    out = list(Prefetcher(fn, range(8), avoid_core=avoid, depth=2))
+    assert [i for i, _ in out] == list(range(8))
+    assert isinstance(out[3][1], ValueError) and [r for i, r in out if i != 3] == [i * i for i in range(8) if i != 3]
+    if len(os.sched_getaffinity(0)) > 1:
+        assert all(avoid not in s for s in seen)
+    # breaking out early stops the worker
+    it = Prefetcher(lambda i: i, range(10 ** 6), depth=1)
+    for i, _ in it:
+        if i == 5:
+            break
+    assert not it._thread.is_alive()
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher(fn, [], depth=0)
+
+
+def test_device_slug_separates_machines(tmp_path):
+    from profilers.collect import collect
+    from profilers.fingerprint import Fingerprint, device_slug, local_fingerprint
+
+    base = dict(backend="onnxruntime-cpu", arch="x86_64", cores=2, runtime="onnxruntime", runtime_version="1",
+                os="Linux", hostname="h")
+    amd = Fingerprint(cpu_model="AMD EPYC", flags=["avx2", "fma"], **base)
+    intel = Fingerprint(cpu_model="Intel(R) Xeon(R) Processor @ 2.80GHz", flags=["avx2", "avx512f", "avx512_vnni"],
+                        **base)
+    assert device_slug(amd) == "amd-epyc-avx2" and device_slug(intel) == "intel-xeon-2.80ghz-vnni"
+    # a dataset measured on another machine refuses more records from this one
+    other = amd if device_slug(local_fingerprint("onnxruntime-cpu")) != "amd-epyc-avx2" else intel
+    (tmp_path / "overhead.json").write_text(json.dumps({"backend": "onnxruntime-cpu", "overhead_ms": 0.01,
+                                                        "fingerprint": other.model_dump()}))
+    with pytest.raises(ValueError, match="measured on"):
+        collect("onnxruntime-cpu", ["se"], tmp_path, per_type=1)
+
+
+def test_boundary_fit_on_onnxruntime():
+    from profilers.boundary import measure_boundary
+
+    b = measure_boundary(sizes=(8, 200704, 802816), rounds=1, protocol=Protocol(budget_s=0.6, min_duration_s=0.2))
+    for fit in (b.quantize, b.dequantize):
+        assert len(fit.points) == 3 and fit.points[2][1] > fit.points[0][1]
+        assert 0.01 < fit.ns_per_element < 20  # a float<->uint8 conversion: well under a cycle to a few ns
+    assert b.kernel_ms(1_000_000, 0) == pytest.approx(b.quantize.ns_per_element * 1e-3)
+    with pytest.raises(ValueError, match="allowed: onnxruntime-cpu"):
+        measure_boundary("tflite-cpu")
