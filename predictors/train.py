@@ -81,19 +81,20 @@ def train(dataset: str | Path, device: str, precision: str = "int8", stable_only
         idx = rng.permutation(len(y))
         n_test = max(2, len(y) // 5)
         te, tr = idx[:n_test], idx[n_test:]
+        yts = {target: to_target(target, y, cs) for target in TARGETS}  # once, not once per grid point
+        cs_te = [cs[i] for i in te]
         best = None
         for hp in GRID:
-            for target in TARGETS:
-                yt = to_target(target, y, cs)
+            for target, yt in yts.items():
                 rf = RandomForestRegressor(random_state=seed, n_jobs=1, **hp).fit(X[tr], yt[tr])
-                pred = from_target(target, rf.predict(X[te]), [cs[i] for i in te])
+                pred = from_target(target, rf.predict(X[te]), cs_te)
                 # judged on what was measured: for small kernels the part left after removing the fixed
                 # costs is a small difference of two noisy numbers, and its relative error says little
                 m = metrics(y[te] + fixed[te], pred + fixed[te])
                 if best is None or m["rmspe"] < best[0]["rmspe"]:
                     best = (m, hp, target)
         m, hp, target = best
-        rf = RandomForestRegressor(random_state=seed, n_jobs=1, **hp).fit(X, to_target(target, y, cs))
+        rf = RandomForestRegressor(random_state=seed, n_jobs=1, **hp).fit(X, yts[target])
         forests[t] = ArrayForest.from_sklearn(rf)
         infos[t] = KernelModelInfo(features=list(feature_names(t)), target=target, hyperparams=hp,
                                    metrics={**m, "n_train": int(len(tr))})

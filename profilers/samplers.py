@@ -72,7 +72,8 @@ def prior_configs(kernel_type: str, n: int, seed: int = 0) -> list[KernelConfig]
     configs = list(pool[kernel_type])
     random.Random(f"{seed}-{kernel_type}").shuffle(configs)
     common = common_configs(kernel_type)[: n // 4]  # a quarter at most: the prior stays the hyperspaces' spread
-    configs = (common + [c for c in configs if c not in set(common)])[:n]
+    seen = set(common)
+    configs = (common + [c for c in configs if c not in seen])[:n]
     frontier = list(configs)
     while len(configs) < n and frontier:
         frontier = fine_grained(frontier, per_seed=8, exclude=configs, seed=seed)
