@@ -54,7 +54,8 @@ _OUT = typer.Option(None, "--out", help="predictor directory [default: predictor
 def train(backend: str = _TRAIN_BACKEND, data: Optional[Path] = _DATA, device: Optional[str] = _DEVICE,
           out: Optional[Path] = _OUT,
           include_unstable: bool = typer.Option(False, "--include-unstable", help="also train on stable=false records"),
-          min_records: int = typer.Option(10, "--min-records")):
+          min_records: int = typer.Option(10, "--min-records"),
+          statistic: str = typer.Option("p10", "--statistic", help="what a record's latency is: p10, median or mean")):
     """Train one forest per kernel type (small per-kernel search) and save a pickle-free predictor."""
     from .train import train as run
 
@@ -65,7 +66,10 @@ def train(backend: str = _TRAIN_BACKEND, data: Optional[Path] = _DATA, device: O
                   f"python -m profilers collect --backend {backend} --out {data}")
         raise typer.Exit(2)
     t = Table("kernel", "records", "target", "RMSPE", "+-10%", title=f"held-out kernel error ({device})")
-    pred = run(path, device, stable_only=not include_unstable, min_records=min_records,
+    if statistic not in ("p10", "median", "mean"):
+        err.print(f"[bold red]error:[/] --statistic: {statistic!r} is not allowed; allowed: p10, median, mean")
+        raise typer.Exit(2)
+    pred = run(path, device, stable_only=not include_unstable, min_records=min_records, statistic=statistic,
                progress=lambda k, info: t.add_row(k, str(info.metrics["n"] + info.metrics["n_train"]), info.target,
                                                   f"{info.metrics['rmspe']:.3f}", f"{info.metrics['acc10']:.0%}"))
     if pred.meta.backend != backend:

@@ -5,6 +5,7 @@
     python -m profilers fusion --backend onnxruntime-cpu --out docs/fusion
     python -m profilers study --backend onnxruntime-cpu --out docs/study
     python -m profilers noise MODEL --backend onnxruntime-cpu --repeats 20 --out docs/noise
+    python -m profilers agent --server http://127.0.0.1:8000 --backend onnxruntime-cpu --token $HIL_AGENT_TOKEN
 """
 from __future__ import annotations
 
@@ -53,6 +54,52 @@ def measure(model: Path, backend: str = _BACKEND, core: Optional[int] = _CORE,
     if not m.ok:
         raise typer.Exit(1)
 
+
+
+@app.command()
+def agent(server: str = typer.Option(os.environ.get("HIL_SERVICE_URL", "http://127.0.0.1:8000"), "--server",
+                                     help="latency server URL (default $HIL_SERVICE_URL)"),
+          backend: list[str] = typer.Option(..., "--backend", help="backend to serve; repeat for several"),
+          device: Optional[str] = typer.Option(None, "--device", help="device name (one backend only); default "
+                                               "<backend>@<device slug>"),
+          token: Optional[str] = typer.Option(None, "--token", help="agent token (default $HIL_AGENT_TOKEN)"),
+          core: Optional[int] = _CORE,
+          wait_s: float = typer.Option(10.0, "--wait-s", help="long-poll time of one lease request"),
+          max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="exit after this many jobs"),
+          idle_exit_s: Optional[float] = typer.Option(None, "--idle-exit-s", help="exit after idling this long"),
+          spool: Optional[Path] = typer.Option(None, "--spool", help="where undelivered results wait "
+                                               "(default ~/.cache/hil-latency/agent)")):
+    """Device agent: register this host's BACKENDs with the server, lease jobs, measure, post results."""
+    import logging
+    import signal
+
+    from .agent import AgentFatal, DeviceAgent, default_spool
+
+    for b in backend:
+        _backend(b)
+    token = token or os.environ.get("HIL_AGENT_TOKEN")
+    if not token:
+        err.print("[bold red]error:[/] --token: missing; create one with `python -m server token create --role agent "
+                  "--name NAME` and pass it here or in $HIL_AGENT_TOKEN")
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        a = DeviceAgent(server, backend, token, device=device, core=core, wait_s=wait_s,
+                        spool=spool or default_spool(), on_event=lambda m: err.print(m, markup=False))
+    except ValueError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: a.stop.set())  # finish (and post) the job in hand, then exit
+    try:
+        n = a.run(max_jobs=max_jobs, idle_exit_s=idle_exit_s)
+    except AgentFatal as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+    except ConnectionError as e:
+        err.print(f"stopped while the server was unreachable: {e}")
+        raise typer.Exit(1)
+    err.print(f"agent stopped after {n} jobs")
 
 @app.command()
 def collect(backend: str = _BACKEND, kernels: str = typer.Option("all", "--kernels", help="comma-separated kernel types or 'all'"),

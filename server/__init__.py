@@ -1,1 +1,1 @@
-"""server: see DESIGN.md; filled in by later issues."""
+"""server: the FastAPI latency service (app, database, job queue, auth, metrics); see README "Service"."""

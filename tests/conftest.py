@@ -31,3 +31,34 @@ def seqnets(published) -> dict[str, tuple[str, str]]:
     """name -> (search-space string, subnet string) for the 10 published SEQnets."""
     spaces = published["specific_supernet_encoding_dict"]
     return {name: (spaces[sp], arch) for name, (sp, arch) in published["specific_subnet_encoding_dict"].items()}
+
+
+# --- service fixtures: every database test runs on SQLite and on PostgreSQL ------------------------------
+PG_ADMIN_URL = os.environ.get("HIL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database. PostgreSQL must be reachable (.ci/run starts it); set HIL_SKIP_POSTGRES=1 to
+    skip those runs on a machine without it (they are never skipped silently otherwise)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hil.db'}"
+        return
+    if os.environ.get("HIL_SKIP_POSTGRES") == "1":
+        pytest.skip("HIL_SKIP_POSTGRES=1")
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"hil_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not reachable ({e}); start it (.ci/run does) or set "
+                    "HIL_SKIP_POSTGRES=1")
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -1,0 +1,214 @@
+"""The HTTP API in process (TestClient): contract, auth, validation messages, jobs through the API, metrics,
+predictor hot swap. Processes, kills and restarts are in test_service_e2e.py."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from exporters.kernel_models import KernelConfig, export_kernel
+from predictors.bundled import BUNDLED, bundled_predictors
+from profilers.fingerprint import local_fingerprint
+from server.app import create_app
+from server.auth import create_token
+from server.config import Settings
+from spaces.sampling import sample_subnet
+
+SPACE = "onnxw-151122-023231"
+ADMIN = "test-admin-token"
+BUNDLED_SPEC = bundled_predictors()[0]
+BUNDLED_DEVICE = "{1}@{0}".format(*BUNDLED_SPEC.split("/"))
+
+
+@pytest.fixture
+def client(db_url, tmp_path):
+    app = create_app(Settings(database_url=db_url, predictor_dir=tmp_path / "preds", admin_token=ADMIN,
+                              max_body_bytes=2 << 20))
+    with TestClient(app) as c:
+        c.app_state = app.state.hil
+        yield c
+
+
+def _tok(client, role: str, name: str | None = None) -> dict:
+    with client.app_state.sessions() as s:
+        return {"Authorization": f"Bearer {create_token(s, name or role + '-' + str(time.time_ns()), role)}"}
+
+
+@pytest.fixture(scope="module")
+def conv_onnx(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("m") / "conv.onnx"
+    export_kernel(KernelConfig(type="conv-bn-relu", hw=28, cin=32, cout=32, kernel=3), "onnx", path)
+    return path.read_bytes()
+
+
+def test_health_devices_and_bundled_predictor(client):
+    h = client.get("/healthz").json()
+    assert h["status"] == "ok" and h["predictors"] >= 1
+    names = [d["name"] for d in client.get("/devices").json()]
+    assert BUNDLED_DEVICE in names
+    d = client.get(f"/devices/{BUNDLED_DEVICE}").json()
+    assert d["source"] in ("bundled", "agent") and d["predictor"]["version"] == 0
+    assert client.get("/devices/nope").status_code == 404
+    assert "openapi" in client.get("/openapi.json").json()
+
+
+def test_predict_batch_matches_in_process_and_detail(client):
+    from predictors.artifact import Predictor
+    from predictors.batch import LayerTable
+    from server.registry import encode_strings
+    from spaces import SearchSpace
+
+    archs = [str(sample_subnet(SPACE, "random", i)) for i in range(50)]
+    r = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE, "archs": archs})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    sp = SearchSpace.parse(SPACE)
+    expect = LayerTable(sp, Predictor.load(BUNDLED / BUNDLED_SPEC)).predict(encode_strings(sp, archs))
+    assert body["latencies_ms"] == pytest.approx(expect.tolist(), rel=1e-12)
+    assert body["predictor"]["version"] == 0 and "kernel_rmspe_median" in body["predictor"]["accuracy"]
+    r = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE, "archs": archs[:2],
+                                              "detail": True}).json()
+    assert r["latencies_ms"] == pytest.approx(expect[:2].tolist(), rel=1e-9)
+    assert len(r["kernels"]) == 2 and all(k["latency_ms"] > 0 for k in r["kernels"][0])
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"device": "nope", "archs": ["x"]}, 404, "device: 'nope' is not known"),
+    ({"device": BUNDLED_DEVICE, "archs": ["d1_k3"]}, 422, "archs[0]: space"),
+    ({"device": BUNDLED_DEVICE, "space": SPACE, "archs": ["d1_k3"]}, 422, "archs[0]: arch"),
+    ({"device": BUNDLED_DEVICE, "space": "onnxw-9", "archs": ["d1_k3"]}, 422, "space"),
+    ({"device": BUNDLED_DEVICE, "archs": [{"hyperspace": "onnxw"}]}, 422, "archs[0]: layers JSON"),
+    ({"device": BUNDLED_DEVICE, "archs": [5]}, 422, "archs"),
+    ({"device": BUNDLED_DEVICE, "archs": []}, 422, "archs"),
+    ({"device": BUNDLED_DEVICE, "archs": ["x"], "bogus": 1}, 422, "bogus"),
+    ({"device": 3, "archs": ["x"]}, 422, "device"),
+])
+def test_predict_bad_input_names_the_field(client, body, status, needle):
+    r = client.post("/predict_latency", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_bad_arch_in_a_batch_is_located(client):
+    archs = [str(sample_subnet(SPACE, "random", i)) for i in range(5)]
+    archs[3] = archs[3].replace("_r", "_r1", 1)
+    r = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE, "archs": archs})
+    assert r.status_code == 422 and r.json()["field"] == "archs[3]" and "allowed: 160, 176" in r.json()["detail"]
+
+
+def test_oversized_body_and_too_many_archs(client):
+    big = {"device": BUNDLED_DEVICE, "space": SPACE, "archs": ["x" * 1000] * 3000}
+    r = client.post("/predict_latency", json=big)
+    assert r.status_code == 413 and "HIL_MAX_BODY_BYTES" in r.text
+    client.app_state.settings.max_archs = 10
+    r = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE, "archs": ["x"] * 11})
+    assert r.status_code == 422 and "at most 10" in r.text
+
+
+def test_predict_onnx_model_and_garbage(client, conv_onnx):
+    url = f"/predict_latency/onnx?device={BUNDLED_DEVICE}"
+    r = client.post(url, content=conv_onnx, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    assert r.json()["latency_ms"] > 0 and [k["type"] for k in r.json()["kernels"]] == ["conv-bn-relu"]
+    for junk in (b"garbage", b"", b"\x00" * 64):
+        r = client.post(url, content=junk, headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 422 and "body" in str(r.json()["detail"]), r.text
+    r = client.post(f"/predict_latency/tflite?device={BUNDLED_DEVICE}", content=conv_onnx)
+    assert r.status_code == 422 and "takes onnx models" in r.text
+
+
+def test_predict_onnx_unsupported_op_is_reported_not_zero(client, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Erf", ["y"], ["z"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 4, 4])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    r = client.post(f"/predict_latency/onnx?device={BUNDLED_DEVICE}", content=model.SerializeToString())
+    assert r.status_code == 200, r.text
+    assert r.json()["latency_ms"] is None and any("Erf" in w for w in r.json()["warnings"])
+
+
+def test_auth_roles(client, conv_onnx):
+    up = {"content": conv_onnx, "params": {"format": "onnx"}}
+    r = client.post("/models", **up)
+    assert r.status_code == 401 and "bearer token" in r.text
+    assert client.post("/models", headers={"Authorization": "Bearer nope"}, **up).status_code == 401
+    agent = _tok(client, "agent")
+    r = client.post("/models", headers=agent, **up)
+    assert r.status_code == 403 and "role agent" in r.text
+    cl = _tok(client, "client", "c1")
+    assert client.post("/models", headers=cl, **up).status_code == 200
+    assert client.post("/models", headers={"Authorization": f"Bearer {ADMIN}"}, **up).status_code == 200
+    from server.auth import revoke_token
+
+    with client.app_state.sessions() as s:
+        assert revoke_token(s, "c1")
+    assert client.post("/models", headers=cl, **up).status_code == 401
+    client.app_state.settings.open_reads = False
+    assert client.get("/devices").status_code == 401
+    assert client.get("/devices", headers=agent).status_code == 200
+
+
+def test_jobs_through_the_api(client, conv_onnx):
+    agent, cl = _tok(client, "agent"), _tok(client, "client")
+    fp = local_fingerprint("onnxruntime-cpu").model_dump()
+    reg = client.post("/agents/register", headers=agent, json={"backend": "onnxruntime-cpu", "device": "lab-cpu",
+                                                               "fingerprint": fp, "hostname": "h"})
+    assert reg.status_code == 200, reg.text
+    aid = reg.json()["agent_id"]
+    bad = client.post("/agents/register", headers=agent, json={"backend": "tflite-cpu", "device": "lab-cpu",
+                                                               "fingerprint": {**fp, "backend": "tflite-cpu"},
+                                                               "hostname": "h"})
+    assert bad.status_code == 409 and "another --device" in bad.text
+    sha = client.post("/models", headers=cl, params={"format": "onnx"}, content=conv_onnx).json()["sha256"]
+    assert client.post("/jobs", headers=cl, json={"device": "nope", "model_sha256": sha}).status_code == 404
+    r = client.post("/jobs", headers=cl, json={"device": "lab-cpu", "model_sha256": "0" * 64})
+    assert r.status_code == 422 and "upload it" in r.text
+    job = client.post("/jobs", headers=cl, json={"device": "lab-cpu", "model_sha256": sha}).json()
+    assert job["state"] == "queued" and job["model_url"] == f"/models/{sha}"
+    leased = client.post("/jobs/lease", headers=agent, json={"agent_id": aid, "wait_s": 0}).json()
+    assert leased["id"] == job["id"] and leased["state"] == "leased"
+    assert client.get(f"/models/{sha}").content == conv_onnx
+    assert client.post("/jobs/lease", headers=agent, json={"agent_id": aid, "wait_s": 0}).status_code == 204
+    assert client.post(f"/agents/{aid}/heartbeat", headers=agent).json()["leases"] == 1
+    res = {"agent_id": aid, "ok": True, "latency_ms": 1.5, "stable": True, "record": {"latency_ms": 1.5}}
+    assert client.post(f"/jobs/{job['id']}/result", headers=agent, json=res).json()["status"] == "stored"
+    assert client.post(f"/jobs/{job['id']}/result", headers=agent, json=res).json()["status"] == "duplicate"
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["state"] == "done" and done["result"]["latency_ms"] == 1.5
+    d = client.get("/devices/lab-cpu").json()
+    assert d["jobs"]["done"] == 1 and d["agents_online"] == 1
+    r = client.post("/predict_latency", json={"device": "lab-cpu", "archs": ["x"]})
+    assert r.status_code == 409 and "no predictor yet" in r.text
+    assert client.post("/agents/unknown/heartbeat", headers=agent).status_code == 404
+    metrics = client.get("/metrics").text
+    assert 'hil_jobs{device="lab-cpu",state="done"} 1.0' in metrics
+    assert "hil_http_request_duration_seconds_bucket" in metrics and "hil_agent_heartbeat_age_seconds" in metrics
+
+
+def test_predictor_hot_swap_keeps_serving(client, tmp_path):
+    import shutil
+    import threading
+
+    src = BUNDLED / BUNDLED_SPEC
+    dst = tmp_path / "v1"
+    shutil.copytree(src, dst)
+    archs = [str(sample_subnet(SPACE, "random", i)) for i in range(20)]
+    versions, errors = [], []
+
+    def ask():
+        for _ in range(30):
+            r = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE, "archs": archs})
+            (versions if r.status_code == 200 else errors).append(r.json()["predictor"]["version"]
+                                                                  if r.status_code == 200 else r.text)
+
+    t = threading.Thread(target=ask)
+    t.start()
+    time.sleep(0.05)
+    client.app_state.registry.install(BUNDLED_DEVICE, 1, dst, time.time())
+    t.join()
+    assert not errors
+    assert versions[-1] == 1 and set(versions) <= {0, 1}
