@@ -1,11 +1,12 @@
-# The two newcomer commands are `make demo` (main job) and `make test` (tests); .ci/run calls `make test`.
+# The two newcomer commands are `make up` (main job: service + local agent) and `make test` (tests);
+# .ci/run calls `make test`.
 # The first run creates .venv and installs everything (torch CPU wheel first, so pip never pulls CUDA).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench study clean
+.PHONY: up demo test test-all bench study clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
+
+up: $(STAMP)
+	$(PY) -m server up
 
 demo: $(STAMP)
 	$(PY) -m exporters onnx --space onnxw-151122-023231 --sample min --out out/seqnet-vnni-a0.int8.onnx
@@ -28,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/export_bench.py
 	$(PY) bench/predict_bench.py
 	$(PY) bench/subnet_latency.py
+	$(PY) bench/service_bench.py
 
 # Regenerates docs/noise, docs/study and docs/fusion (tables, JSON, PNG plots) on this machine, ~30 min.
 study: $(STAMP)

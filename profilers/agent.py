@@ -205,6 +205,9 @@ class DeviceAgent:
         kind = job["kind"]
         base = {"agent_id": reg.agent_id}
         try:
+            from .protocol import Protocol
+
+            proto = Protocol(**job["payload"]["protocol"]) if job.get("payload", {}).get("protocol") else None
             if kind == "model":
                 path = workdir / f"{job['model_sha256']}{SUFFIX.get(reg.backend, '.tflite')}"
                 if not path.exists():
@@ -212,20 +215,20 @@ class DeviceAgent:
                     if r.status_code != 200:
                         return {**base, "ok": False, "error": f"model download failed ({r.status_code}): {_detail(r)}"}
                     path.write_bytes(r.content)
-                m = self._profiler(reg.backend).measure(path)
+                m = self._profiler(reg.backend).measure(path, proto)
                 if not m.ok:
                     return {**base, "ok": False, "error": f"{m.error_kind}: {m.error}"}
                 return {**base, "ok": True, "latency_ms": m.latency_ms, "stable": m.stable, "record": m.model_dump()}
             if kind == "kernel":
                 from exporters.kernel_models import KernelConfig
 
-                from .collect import export_kernel_model
+                from .collect import KERNEL_PROTOCOL, export_kernel_model
                 from .dataset import KernelRecord
 
                 cfg = KernelConfig(**job["payload"]["kernel"])
                 prec = job["payload"].get("precision", "int8")
                 path = export_kernel_model(cfg, prec, reg.backend, workdir)
-                m = self._profiler(reg.backend).measure(path)
+                m = self._profiler(reg.backend).measure(path, proto or KERNEL_PROTOCOL)
                 path.unlink(missing_ok=True)
                 if not m.ok:
                     return {**base, "ok": False, "error": f"{m.error_kind}: {m.error}"}

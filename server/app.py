@@ -16,6 +16,8 @@ from typing import Annotated, Any, Iterator
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -294,6 +296,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loc = ".".join(str(p) for p in err["loc"])
         return JSONResponse({"detail": f"{loc}: {err['msg']}", "field": loc}, status_code=422)
 
+    def _json_safe(v):
+        """``v`` with every non-finite float as text ("nan", "inf", "-inf"), which JSON can carry."""
+        if isinstance(v, float) and not -float("inf") < v < float("inf"):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: _json_safe(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [_json_safe(x) for x in v]
+        return v
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(_req, e: RequestValidationError):
+        # FastAPI's own 422 (detail: the errors, each with loc naming the field), except that an echoed input
+        # JSON cannot carry goes out as text: Python's json parser accepts NaN, Infinity and 1e400 (inf), and
+        # rendering such an input back made the 422 itself fail with a 500
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(e.errors()))}, status_code=422)
+
     # ---- health and metrics
     @app.get("/healthz", response_model=Health, tags=["ops"])
     def healthz(state: StateDep, s: SessionDep) -> Health:
@@ -481,6 +500,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if req.kernel is None:
                 raise HTTPException(422, "kernel: required for kind kernel")
             payload = {"kernel": req.kernel.model_dump(), "precision": req.precision}
+        if req.protocol is not None:
+            payload["protocol"] = req.protocol.model_dump()
         job = queue.submit(s, d.name, req.kind, max_attempts=req.max_attempts or state.settings.max_attempts,
                            submitted_by=p.name, model_sha256=req.model_sha256 if req.kind == "model" else None,
                            payload=payload)

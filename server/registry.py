@@ -55,13 +55,24 @@ class Loaded:
         return t
 
 
-def accuracy_summary(p: Predictor) -> dict[str, Any]:
+def accuracy_summary(p: Predictor, path: Path | None = None) -> dict[str, Any]:
     """What a caller should know about how far to trust the numbers: held-out kernel errors per type, and
     the end-to-end evaluation when one was run for this predictor (``eval`` in its metadata folder)."""
-    ks = {t: round(float(i.metrics.get("rmspe", float("nan"))), 4) for t, i in p.meta.kernels.items()}
-    vals = [v for v in ks.values() if v == v]
+    ks = {t: float(i.metrics.get("rmspe", float("nan"))) for t, i in p.meta.kernels.items()}
+    ks = {t: round(v, 4) if np.isfinite(v) else None for t, v in ks.items()}  # JSON has no NaN
+    vals = [v for v in ks.values() if v is not None]
     out: dict[str, Any] = {"kernel_rmspe_median": round(float(np.median(vals)), 4) if vals else None,
                            "kernel_rmspe": ks}
+    ev = Path(path) / "eval.json" if path is not None else None
+    if ev is not None and ev.is_file():
+        import json
+
+        doc = json.loads(ev.read_text())
+        sets = doc.get("sets", {})
+        out["end_to_end"] = {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+                             for name, m in sets.items()}
+    else:
+        out["end_to_end"] = None  # never evaluated on whole networks: trust the kernel errors only
     return out
 
 
@@ -80,7 +91,7 @@ class Registry:
         cur = self._by_device.get(device)
         if cur is not None and cur.version >= version:
             return cur
-        loaded = Loaded(device, version, Path(path), p, trained_at, accuracy_summary(p))
+        loaded = Loaded(device, version, Path(path), p, trained_at, accuracy_summary(p, path))
         self._by_device[device] = loaded  # the swap
         return loaded
 

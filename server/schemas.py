@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exporters.kernel_models import KernelConfig
+from profilers.protocol import Protocol
 
 
 class Strict(BaseModel):
@@ -85,6 +86,8 @@ class JobSubmit(Strict):
     kernel: KernelConfig | None = Field(None, description="kernel config (kind kernel)")
     precision: Literal["int8", "fp32"] = "int8"
     max_attempts: int | None = Field(None, ge=1, le=20)
+    protocol: Protocol | None = Field(None, description="measurement protocol (profilers.protocol.Protocol); "
+                                                        "default: the agent's")
 
 
 class JobView(BaseModel):
