@@ -92,4 +92,5 @@ def device_slug(fp: Fingerprint) -> str:
            else "avx2" if "avx2" in flags else "dotprod" if "asimddp" in flags else fp.arch)
     if fp.android:
         model = re.sub(r"[^a-z0-9.]+", "-", (fp.android.get("model") or model).lower()).strip("-")
-    return f"{model}-{isa}"
+    # path- and URL-safe whatever the CPU or Android reports, and short enough for a device name column
+    return re.sub(r"[^a-z0-9.+-]+", "-", f"{model[:48].strip('-.')}-{isa}".lower()).strip("-.")

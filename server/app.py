@@ -201,6 +201,18 @@ def _job_view(state: State, s: Session, job: Job) -> JobView:
                    model_url=f"/models/{job.model_sha256}" if job.model_sha256 else None)
 
 
+def _finite(v):
+    """``v`` with non-finite floats as null: a record may carry NaN statistics (a failed probe), and
+    PostgreSQL's JSON, like JSON itself, has no NaN."""
+    if isinstance(v, float):
+        return v if v == v and v not in (float("inf"), float("-inf")) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _check_model(data: bytes, fmt: str) -> None:
     """Refuse bytes that are not a model of ``fmt`` (422), before they reach a runtime or the queue."""
     if not data:
@@ -398,7 +410,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/devices/{name}/profile", response_model=DeviceView, tags=["devices"])
     def profile_device(name: str, state: StateDep, s: SessionDep, p: ClientP,
-                       per_type: int = Query(30, ge=1, le=2000, description="kernel configs per kernel type"),
+                       per_type: int = Query(30, ge=1, le=500,
+                                            description="kernel configs per kernel type (500: 7,500 jobs, hours)"),
                        kernel_types: str | None = Query(None, description="comma-separated; default all")
                        ) -> DeviceView:
         """Queue a kernel-profiling campaign for the device; its predictor is trained when the jobs end."""
@@ -432,6 +445,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, f"fingerprint.backend: {fp.backend!r} differs from backend {req.backend!r}")
         slug = device_slug(fp)
         name = req.device or f"{req.backend}@{slug}"
+        if len(name) > 128:
+            raise HTTPException(422, f"device: {name[:40]!r}... is {len(name)} characters; allowed: at most 128")
         d = s.get(Device, name)
         if d is None:
             d = Device(name=name, backend=req.backend, slug=slug, fingerprint=fp.model_dump(),
@@ -554,7 +569,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if req.ok and req.record is None:
             raise HTTPException(422, "record: required when ok is true")
         try:
-            status, row = queue.post_result(s, job, a, req.ok, req.record, req.error, req.latency_ms, req.stable)
+            status, row = queue.post_result(s, job, a, req.ok, _finite(req.record), req.error, req.latency_ms,
+                                            req.stable)
         except queue.JobError as e:
             raise HTTPException(409, str(e)) from None
         state.metrics.results.labels(status).inc()

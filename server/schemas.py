@@ -54,7 +54,7 @@ class ModelPredictResponse(BaseModel):
 
 class AgentRegister(Strict):
     backend: Literal["onnxruntime-cpu", "tflite-cpu", "tflite-android"]
-    device: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@+-]+$",
+    device: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$",
                                description="device name; default <backend>@<device slug of the fingerprint>")
     fingerprint: dict[str, Any] = Field(description="profilers.fingerprint.Fingerprint as JSON")
     hostname: str = Field(max_length=255)
@@ -114,7 +114,7 @@ class JobResult(Strict):
     agent_id: str = Field(min_length=1, max_length=36)
     ok: bool
     error: str | None = Field(None, max_length=20000)
-    latency_ms: float | None = Field(None, ge=0)
+    latency_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
     stable: bool = False
     record: dict[str, Any] | None = Field(None, description="the profilers record: Measurement, KernelRecord or "
                                                             "overhead document")

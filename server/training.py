@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from . import queue
@@ -43,9 +43,11 @@ def start_campaign(s: Session, device: Device, per_type: int, max_attempts: int,
     types = kernel_types or all_types()
     plan = make_plan(types, per_type, ["int8"], seed)
     queue.submit(s, device.name, "overhead", max_attempts=max_attempts, submitted_by=submitted_by, campaign=name)
-    for cfg, prec in plan:
-        queue.submit(s, device.name, "kernel", max_attempts=max_attempts, submitted_by=submitted_by, campaign=name,
-                     payload={"kernel": cfg.model_dump(), "precision": prec})
+    now = time.time()
+    s.execute(insert(Job), [  # one executemany: a campaign can be tens of thousands of jobs
+        dict(device=device.name, kind="kernel", model_sha256=None, payload={"kernel": cfg.model_dump(), "precision": prec},
+             campaign=name, state="queued", attempts=0, max_attempts=max_attempts, version=0, history=[],
+             submitted_by=submitted_by, created_at=now) for cfg, prec in plan])
     device.campaign = {"name": name, "state": "running", "total": len(plan) + 1, "per_type": per_type,
                        "kernel_types": types, "started_at": time.time()}
     s.commit()
