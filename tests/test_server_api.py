@@ -212,3 +212,15 @@ def test_predictor_hot_swap_keeps_serving(client, tmp_path):
     t.join()
     assert not errors
     assert versions[-1] == 1 and set(versions) <= {0, 1}
+
+
+def test_small_batch_path_equals_batch_path():
+    """Single strings take a scalar path (predict_small); it must give the vectorized path's numbers exactly."""
+    from server.registry import Registry, encode_strings, parse_space, predict_small
+
+    loaded = Registry().install("d", 0, BUNDLED / BUNDLED_SPEC, 0.0)
+    for space in (SPACE, "mobilew-654321-012320", "onnxw-543210-012320"):
+        sp = parse_space(space)
+        table = loaded.table(sp)
+        archs = [str(sample_subnet(space, "random", i)) for i in range(200)]
+        assert predict_small(table, sp, archs) == table.predict(encode_strings(sp, archs)).tolist()
