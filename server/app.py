@@ -34,10 +34,11 @@ from .config import Settings
 from .db import make_engine, migrate, session_factory
 from .metrics import Metrics
 from .models import Agent, Blob, Device, Job, MeasurementRow, PredictorRow
-from .registry import ArchError, Registry, predict_archs
+from .registry import ArchError, Registry, predict_archs, predict_stages
 from .schemas import (AgentRegister, AgentRegistered, DeviceView, Health, HeartbeatResponse, JobResult,
                       JobResultResponse, JobSubmit, JobView, LeaseRequest, ModelPredictResponse, ModelUploaded,
-                      PredictorInfo, PredictorView, PredictRequest, PredictResponse, TrainRequest, TrainResponse)
+                      PredictorInfo, PredictorView, PredictRequest, PredictResponse, StagesRequest, StagesResponse,
+                      TrainRequest, TrainResponse)
 from .training import Trainer, campaign_status, finished_campaigns, start_campaign
 
 log = logging.getLogger("hil.server")
@@ -339,7 +340,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ArchError)
     async def arch_error(_req, e: ArchError):
-        return JSONResponse({"detail": str(e), "field": f"archs[{e.index}]"}, status_code=422)
+        return JSONResponse({"detail": str(e), "field": e.field}, status_code=422)
 
     @app.exception_handler(ValidationError)
     async def pyd_error(_req, e: ValidationError):  # pydantic errors raised inside handlers
@@ -401,6 +402,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.metrics.predictions.labels(req.device).inc(len(req.archs))
         return PredictResponse(device=req.device, predictor=_info(loaded), latencies_ms=lat, kernels=kernels,
                                warnings=warnings)
+
+    @app.post("/predict_latency/stages", response_model=StagesResponse, tags=["predict"])
+    async def predict_stages_route(req: StagesRequest, request: Request) -> StagesResponse:
+        """Latency of stand-alone stages (the rows of SpaceEvo's lookup tables, or first_conv, stage0, head):
+        what a search-space search needs to re-predict a lookup table on this device. A null means a kernel
+        type without a forest (see warnings)."""
+        state: State = request.app.state.hil
+        if not state.settings.open_reads:
+            await run_in_threadpool(_read_auth, state, request)
+        if len(req.stages) > state.settings.max_archs:
+            raise HTTPException(422, f"stages: {len(req.stages)} items; allowed: at most "
+                                f"{state.settings.max_archs} per request")
+        loaded = state.registry.get(req.device)
+        if loaded is None:
+            await run_in_threadpool(_no_predictor, state, req.device)
+        lat, warnings = await run_in_threadpool(predict_stages, loaded, req.hyperspace, req.stages)
+        state.metrics.predictions.labels(req.device).inc(len(req.stages))
+        return StagesResponse(device=req.device, predictor=_info(loaded), latencies_ms=lat, warnings=warnings)
 
     def _predict_model(fmt: str, device: str, body: bytes, state: State, s: Session) -> ModelPredictResponse:
         import tempfile

@@ -100,10 +100,9 @@ class Registry:
 class ArchError(ValueError):
     """A bad arch in a batch: which one and why (mapped to HTTP 422)."""
 
-    def __init__(self, index: int, err: Exception):
-        self.index = index
-        msg = str(err)
-        super().__init__(f"archs[{index}]: {msg}")
+    def __init__(self, index: int, err: Exception, field: str = "archs"):
+        self.index, self.field = index, f"{field}[{index}]"
+        super().__init__(f"{self.field}: {err}")
 
 
 @lru_cache(maxsize=256)
@@ -340,3 +339,73 @@ def predict_archs(loaded: Loaded, archs: list[str | dict], space: str | None, de
             kernels[i] = gp.kernels
         warnings += [f"archs[{i}]: {w}" for w in gp.warnings]
     return out, kernels, warnings
+
+
+def _stage_layers(hs, item) -> list:
+    """The layers of one stand-alone stage (see :class:`server.schemas.StageItem`); SpaceError names what is
+    wrong."""
+    from spaces.hyperspace import STAGE_NAMES
+    from spaces.network import _block_layer, _head_layers, conv_out
+
+    c, hw = item.input
+    if not (1 <= c <= 4096 and 1 <= hw <= 1024):
+        raise SpaceError("input", list(item.input), "channels 1-4096 and height 1-1024")
+    if item.stage == "head":
+        return _head_layers(hs, c, hw)
+    if item.stage in ("first_conv", "stage0"):
+        fixed = getattr(hs, item.stage)
+        bt, stride = fixed.block, fixed.stride
+    else:
+        spec = hs.stages[STAGE_NAMES.index(item.stage) - 2]
+        if item.block is None or not 0 <= item.block < len(hs.blocks):
+            raise SpaceError(f"{item.stage} block", item.block, [f"{b.digit}={b.name}" for b in hs.blocks])
+        bt, stride = hs.blocks[item.block], spec.stride
+    layers = []
+    for i, group in enumerate(item.arch.split("_") if item.arch else []):
+        parts = group.split("#")
+        try:
+            k, w = int(parts[0]), int(parts[1])
+            e = 0.0 if len(parts) < 3 or parts[2] in ("None", "", "0") else float(parts[2])
+        except (ValueError, IndexError):
+            raise SpaceError(f"{item.stage} layer {i}", group, "'k#w#e', e.g. 5#32#4 (e None or 0 for no ratio)") \
+                from None
+        if k not in bt.kernels:
+            raise SpaceError(f"{item.stage} layer {i} kernel", k, bt.kernels, hint=f"kernel sizes of block {bt.name}")
+        allowed_e = bt.expands or (0.0,)
+        if e not in allowed_e:
+            raise SpaceError(f"{item.stage} layer {i} expand", e, allowed_e, hint=f"expand ratios of block {bt.name}")
+        if not 1 <= w <= 4096:
+            raise SpaceError(f"{item.stage} layer {i} width", w, "1-4096")
+        layer = _block_layer(item.stage, i, bt, k, c, w, e, stride if i == 0 else 1, hw)
+        layers.append(layer)
+        c, hw = layer.cout, layer.out_hw
+    if not layers:
+        raise SpaceError(f"{item.stage} arch", item.arch, "one 'k#w#e' group per layer, joined by '_'")
+    return layers
+
+
+def predict_stages(loaded: Loaded, hyperspace: str, items: list) -> tuple[list[float | None], list[str]]:
+    """Latency (ms) of stand-alone stages: the sum of their kernels' predictions, without the per-model
+    overhead or input/output conversion (a whole network adds those once; see LayerTable). Kernel configs
+    repeat a lot across a lookup table's rows, so each distinct one is predicted once."""
+    from exporters.kernel_models import KernelConfig
+    from spaces import get_hyperspace
+    from spaces.kernels import layer_kernels
+
+    hs = get_hyperspace(hyperspace)
+    index: dict = {}
+    per_item: list[list[int]] = []
+    for j, item in enumerate(items):
+        try:
+            layers = _stage_layers(hs, item)
+        except SpaceError as err:
+            raise ArchError(j, err, "stages") from None
+        per_item.append([index.setdefault(KernelConfig.from_kernel(k), len(index))
+                         for l in layers for k in layer_kernels(l)])
+    lat, unknown = loaded.predictor.predict_kernels(list(index))
+    out = []
+    for ids in per_item:
+        v = float(lat[ids].sum()) if ids else 0.0
+        out.append(v if v == v else None)
+    warnings = [f"kernel types without a forest in this predictor: {', '.join(unknown)}"] if unknown else []
+    return out, warnings

@@ -25,6 +25,30 @@ class PredictRequest(Strict):
     detail: bool = Field(False, description="also return every kernel's predicted latency (slower path)")
 
 
+class StageItem(Strict):
+    """One stage of a network on its own, as the SpaceEvo lookup tables list them: a ``k#w#e`` group per layer
+    joined by ``_`` (``e`` is ``None`` or ``0`` for blocks without expand ratio), the stage input's channels
+    and height. ``head`` takes no arch: its input is the last stage's output."""
+
+    stage: Literal["first_conv", "stage0", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "head"]
+    block: int | None = Field(None, ge=0, le=9, description="block digit of the hyperspace (stage1-6)")
+    arch: str = Field("", max_length=2000, description="e.g. 5#32#4_3#48#4")
+    input: tuple[int, int] = Field(description="(channels, height) of the stage input, e.g. (32, 80)")
+
+
+class StagesRequest(Strict):
+    device: str = Field(min_length=1, max_length=128)
+    hyperspace: Literal["onnxw", "vnni", "mobilew", "pixel4"]
+    stages: list[StageItem] = Field(min_length=1)
+
+
+class StagesResponse(BaseModel):
+    device: str
+    predictor: "PredictorInfo"
+    latencies_ms: list[float | None]
+    warnings: list[str] = []
+
+
 class PredictorInfo(BaseModel):
     version: int
     trained_at: float
@@ -168,3 +192,6 @@ class Health(BaseModel):
     database: str
     devices: int
     predictors: int
+
+
+StagesResponse.model_rebuild()

@@ -224,3 +224,39 @@ def test_small_batch_path_equals_batch_path():
         table = loaded.table(sp)
         archs = [str(sample_subnet(space, "random", i)) for i in range(200)]
         assert predict_small(table, sp, archs) == table.predict(encode_strings(sp, archs)).tolist()
+
+
+def test_stage_predictions_add_up_to_the_subnet(client):
+    """/predict_latency/stages (what a search-space search re-predicts a lookup table with): the stages of a
+    subnet plus the head, plus the model's fixed costs once, give the whole subnet's prediction."""
+    from spaces import SearchSpace, resolve
+
+    space = SearchSpace.parse(SPACE)
+    arch = str(sample_subnet(SPACE, "random", 3))
+    net = resolve(SPACE, arch)
+    groups: dict[str, list] = {}
+    for layer in net.body:
+        groups.setdefault(layer.stage, []).append(layer)
+    items = []
+    for name, ls in groups.items():
+        block = space.blocks[int(name[-1]) - 1] if name not in ("first_conv", "stage0") else None
+        items.append({"stage": name, "block": block, "input": [ls[0].cin, ls[0].in_hw],
+                      "arch": "_".join(f"{x.kernel}#{x.cout}#{x.expand or 'None'}" for x in ls)})
+    items.append({"stage": "head", "input": [net.body[-1].cout, net.body[-1].out_hw]})
+    r = client.post("/predict_latency/stages", json={"device": BUNDLED_DEVICE, "hyperspace": "onnxw",
+                                                     "stages": items})
+    assert r.status_code == 200, r.text
+    whole = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE,
+                                                  "archs": [arch]}).json()["latencies_ms"][0]
+    meta = client.app_state.registry.get(BUNDLED_DEVICE).predictor.meta
+    from profilers.boundary import kernel_elements
+
+    kernels = net.kernels()
+    from exporters.kernel_models import KernelConfig
+
+    io = float(meta.boundary_ms(kernel_elements(KernelConfig.from_kernel(kernels[0]))[0],
+                                kernel_elements(KernelConfig.from_kernel(kernels[-1]))[1]))
+    assert sum(r.json()["latencies_ms"]) + meta.overhead_ms + io == pytest.approx(whole, rel=1e-9)
+    bad = client.post("/predict_latency/stages", json={"device": BUNDLED_DEVICE, "hyperspace": "onnxw", "stages": [
+        items[2], {"stage": "stage3", "block": 2, "arch": "4#32#4", "input": [32, 40]}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "stages[1]" and "allowed: 3, 5" in bad.text
