@@ -68,15 +68,24 @@ def agent(server: str = typer.Option(os.environ.get("HIL_SERVICE_URL", "http://1
           max_jobs: Optional[int] = typer.Option(None, "--max-jobs", help="exit after this many jobs"),
           idle_exit_s: Optional[float] = typer.Option(None, "--idle-exit-s", help="exit after idling this long"),
           spool: Optional[Path] = typer.Option(None, "--spool", help="where undelivered results wait "
-                                               "(default ~/.cache/hil-latency/agent)")):
+                                               "(default ~/.cache/hil-latency/agent)"),
+          adb: Optional[str] = typer.Option(None, "--adb", help="tflite-android: HOST:PORT of the phone (or usb)"),
+          profile: Optional[str] = typer.Option(None, "--profile", help="tflite-android: pixel4, kirin9000 or a "
+                                                "JSON file (see profilers/android/profiles)"),
+          benchmark_model: Optional[Path] = typer.Option(None, "--benchmark-model",
+                                                         help="tflite-android: TFLite's benchmark_model binary")):
     """Device agent: register this host's BACKENDs with the server, lease jobs, measure, post results."""
     import logging
     import signal
 
     from .agent import AgentFatal, DeviceAgent, default_spool
 
+    from .agent import AGENT_BACKENDS
+
     for b in backend:
-        _backend(b)
+        if b not in AGENT_BACKENDS:
+            err.print(f"[bold red]error:[/] --backend: {b!r} is not allowed; allowed: {', '.join(AGENT_BACKENDS)}")
+            raise typer.Exit(2)
     token = token or os.environ.get("HIL_AGENT_TOKEN")
     if not token:
         err.print("[bold red]error:[/] --token: missing; create one with `python -m server token create --role agent "
@@ -85,8 +94,9 @@ def agent(server: str = typer.Option(os.environ.get("HIL_SERVICE_URL", "http://1
     logging.basicConfig(level=logging.WARNING)
     try:
         a = DeviceAgent(server, backend, token, device=device, core=core, wait_s=wait_s,
-                        spool=spool or default_spool(), on_event=lambda m: err.print(m, markup=False))
-    except ValueError as e:
+                        spool=spool or default_spool(), adb=adb, profile=profile, benchmark_binary=benchmark_model,
+                        on_event=lambda m: err.print(m, markup=False))
+    except (ValueError, OSError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,7 +33,8 @@ from .fingerprint import local_fingerprint
 from .worker import Profiler, pick_core
 
 log = logging.getLogger("hil.agent")
-SUFFIX = {"onnxruntime-cpu": ".onnx", "tflite-cpu": ".tflite"}
+SUFFIX = {"onnxruntime-cpu": ".onnx", "tflite-cpu": ".tflite", "tflite-android": ".tflite"}
+AGENT_BACKENDS = tuple(SUFFIX)
 
 
 class AgentFatal(Exception):
@@ -79,6 +80,9 @@ class DeviceAgent:
     wait_s: float = 10.0
     spool: Path = field(default_factory=default_spool)
     recycle_every: int = 100
+    adb: str | None = None  # tflite-android: HOST:PORT (or usb[:SERIAL]) of the phone
+    profile: str | None = None  # tflite-android: device profile name or JSON path (profilers/android/profiles)
+    benchmark_binary: Path | None = None  # tflite-android: TFLite's benchmark_model for the phone's ABI
     on_event: Callable[[str], None] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -87,6 +91,17 @@ class DeviceAgent:
             raise ValueError("backend: at least one is needed")
         if self.device and len(self.backends) > 1:
             raise ValueError("device: a name applies to one backend; give one --backend with --device")
+        bad = [b for b in self.backends if b not in AGENT_BACKENDS]
+        if bad:
+            raise ValueError(f"backend: {', '.join(bad)} not allowed; allowed: {', '.join(AGENT_BACKENDS)}")
+        self.android = None
+        if "tflite-android" in self.backends:
+            from .android.device import AndroidDevice
+            from .android.profiles import load_profile
+
+            if not (self.adb and self.profile and self.benchmark_binary):
+                raise ValueError("tflite-android needs --adb HOST:PORT, --profile NAME and --benchmark-model PATH")
+            self.android = AndroidDevice(self.adb, load_profile(self.profile), self.benchmark_binary)
         self.core = pick_core() if self.core is None else self.core
         try:  # kernel jobs export models in this process; onnxruntime's optimizer warnings are noise here
             import onnxruntime
@@ -134,7 +149,8 @@ class DeviceAgent:
     def register(self) -> None:
         self.regs = []
         for backend in self.backends:
-            fp = local_fingerprint(backend, self.core)
+            fp = self._connected_android().fingerprint() if backend == "tflite-android" else \
+                local_fingerprint(backend, self.core)
             body = {"backend": backend, "device": self.device, "fingerprint": fp.model_dump(),
                     "hostname": socket.gethostname(), "info": {"pid": os.getpid(), "core": self.core}}
             r = self._request("POST", "/agents/register", json=body)
@@ -187,7 +203,29 @@ class DeviceAgent:
         return n
 
     # --- measuring ----------------------------------------------------------------------------------
-    def _profiler(self, backend: str) -> Profiler:
+    def _connected_android(self):
+        """The phone, connected (reconnecting with backoff while it is away; the agent stays alive)."""
+        from .android.device import AndroidError
+
+        b = Backoff(base=1.0, cap=60.0)
+        while True:
+            try:
+                if self.android.dev is None:
+                    self.android.connect()
+                    self._say(f"phone {self.android.target}: {self.android.facts.get('model')} "
+                              f"({self.android.facts.get('soc')}), Android {self.android.facts.get('release')}")
+                return self.android
+            except AndroidError as e:
+                if not e.retryable or self.stop.is_set():
+                    raise AgentFatal(str(e)) from None
+                delay = b.next()
+                self._say(f"{e}; retrying in {delay:.1f} s")
+                if self.stop.wait(delay):
+                    raise AgentFatal(str(e)) from None
+
+    def _profiler(self, backend: str):
+        if backend == "tflite-android":
+            return self._connected_android()
         p = self.profilers.get(backend)
         if p is None:
             p = self.profilers[backend] = Profiler(backend, core=self.core)
@@ -216,6 +254,7 @@ class DeviceAgent:
                         return {**base, "ok": False, "error": f"model download failed ({r.status_code}): {_detail(r)}"}
                     path.write_bytes(r.content)
                 m = self._profiler(reg.backend).measure(path, proto)
+                path.unlink(missing_ok=True)  # an agent runs for days: keep no model it has measured
                 if not m.ok:
                     return {**base, "ok": False, "error": f"{m.error_kind}: {m.error}"}
                 return {**base, "ok": True, "latency_ms": m.latency_ms, "stable": m.stable, "record": m.model_dump()}
@@ -235,6 +274,17 @@ class DeviceAgent:
                 rec = KernelRecord(config=cfg, precision=prec, backend=reg.backend, measurement=m)
                 return {**base, "ok": True, "latency_ms": m.latency_ms, "stable": m.stable,
                         "record": rec.model_dump()}
+            if kind == "overhead" and reg.backend == "tflite-android":
+                from .collect import OVERHEAD_KERNEL, export_kernel_model
+
+                path = export_kernel_model(OVERHEAD_KERNEL, "int8", reg.backend, workdir)
+                ms = [self._profiler(reg.backend).measure(path, proto) for _ in range(3)]
+                ok = [m.latency_ms for m in ms if m.ok]
+                if not ok:
+                    return {**base, "ok": False, "error": f"overhead: {ms[0].error}"}
+                doc = {"backend": reg.backend, "overhead_ms": min(ok), "runs": ok,
+                       "config": OVERHEAD_KERNEL.model_dump(), "fingerprint": ms[0].fingerprint.model_dump()}
+                return {**base, "ok": True, "latency_ms": doc["overhead_ms"], "stable": True, "record": doc}
             if kind == "overhead":
                 from .collect import measure_overhead
 
@@ -246,6 +296,8 @@ class DeviceAgent:
             return {**base, "ok": False, "error": f"kind: {kind!r} is not a job this agent knows; allowed: "
                                                   "model, kernel, overhead"}
         except Exception as e:  # noqa: BLE001 - the job failed, the agent lives on
+            if type(e).__name__ == "AndroidError":  # the phone dropped: the job goes back (error result), and
+                self._say(f"job {job['id']}: {e}")  # the next lease waits for the phone to reconnect
             return {**base, "ok": False, "error": f"{type(e).__name__}: {str(e)[:2000]}"}
 
     # --- main loop ----------------------------------------------------------------------------------
@@ -263,6 +315,8 @@ class DeviceAgent:
                     self.register()
                 got = False
                 for reg in list(self.regs):
+                    if reg.backend == "tflite-android":
+                        self._connected_android()  # lease only while the phone is there
                     wait = self.wait_s if len(self.regs) == 1 else min(1.0, self.wait_s)
                     try:
                         r = self._request("POST", "/jobs/lease", json={"agent_id": reg.agent_id, "wait_s": wait})
@@ -302,6 +356,8 @@ class DeviceAgent:
         for p in self.profilers.values():
             p.close()
         self.profilers.clear()
+        if self.android is not None:
+            self.android.close()
         self.http.close()
 
 

@@ -25,7 +25,7 @@ from .runners import BACKENDS
 from .samplers import fine_grained, prior_configs
 from .worker import Profiler
 
-FORMAT = {"onnxruntime-cpu": "onnx", "tflite-cpu": "tflite"}
+FORMAT = {"onnxruntime-cpu": "onnx", "tflite-cpu": "tflite", "tflite-android": "tflite"}
 KERNEL_PROTOCOL = Protocol(budget_s=3.0, min_rounds=3, min_duration_s=1.0)
 
 

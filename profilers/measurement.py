@@ -46,6 +46,7 @@ class Measurement(BaseModel):
     duration_s: float = 0.0
     core: int | None = None
     fingerprint: Fingerprint | None = None
+    device_state: dict | None = None  # what the device reported at the start (a phone: core frequency, governor, °C)
     started_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     @classmethod

@@ -88,3 +88,22 @@ class LatencyClient:
             out += doc["latencies_ms"]
             info = doc["predictor"]
         return out, info
+
+    def measure(self, device: str, model: bytes, fmt: str, timeout_s: float = 600.0, poll_s: float = 1.0) -> dict:
+        """Upload a model, queue a measurement job on the device and wait for it (an agent must serve the
+        device); returns the finished job (its ``result`` holds the measurement)."""
+        import time
+
+        sha = self._call("POST", "/models", params={"format": fmt}, content=model,
+                         headers={"Content-Type": "application/octet-stream"})["sha256"]
+        job = self._call("POST", "/jobs", json={"device": device, "model_sha256": sha})
+        deadline = time.monotonic() + timeout_s
+        while job["state"] not in ("done", "failed"):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"job {job['id']} on {device} not finished after {timeout_s:.0f} s (state "
+                                   f"{job['state']}); is an agent serving the device? (GET /devices)")
+            time.sleep(poll_s)
+            job = self._call("GET", f"/jobs/{job['id']}")
+        if job["state"] == "failed":
+            raise ServiceError(f"job {job['id']} on {device} failed: {job['error']}")
+        return job
