@@ -236,7 +236,7 @@ def test_cli_rejects_constraints_below_the_smallest_reachable_latency(lut):
     (["--top-k", "0"], "--top-k", ["1..500"]),
     (["--fixed-ms", "160=1"], "--fixed-ms", ["160=MS,192=MS,224=MS"]),
     (["--lut-dir", "/nonexistent/lut"], "--lut-dir", ["does not exist"]),
-    (["--latency-source", "service"], "--service", ["HIL_SERVICE_URL"]),
+    (["--latency-source", "service"], "--device", ["GET /devices"]),
 ])
 def test_cli_names_the_bad_option(args, option, words, monkeypatch):
     monkeypatch.delenv("HIL_SERVICE_URL", raising=False)
