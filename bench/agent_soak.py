@@ -108,7 +108,7 @@ def main() -> None:
             ga = (warm[-1]["agent_kb"] - warm[0]["agent_kb"]) / dj * 100
             print(f"agent RSS growth after warm-up: {ga:+.0f} kB per 100 jobs "
                   f"({warm[0]['agent_kb'] / 1024:.0f} -> {warm[-1]['agent_kb'] / 1024:.0f} MB over {dj} jobs); "
-                  f"measuring child {series[-1]['child_kb'] / 1024:.0f} MB (recycled every 100 jobs)")
+                  f"measuring child at most {max(p['child_kb'] for p in series) / 1024:.0f} MB (recycled every 100 jobs)")
     finally:
         for p in (agent, server):
             if p is not None and p.poll() is None:
