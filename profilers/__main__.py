@@ -95,7 +95,7 @@ def agent(server: str = typer.Option(os.environ.get("HIL_SERVICE_URL", "http://1
     try:
         a = DeviceAgent(server, backend, token, device=device, core=core, wait_s=wait_s,
                         spool=spool or default_spool(), adb=adb, profile=profile, benchmark_binary=benchmark_model,
-                        on_event=lambda m: err.print(m, markup=False))
+                        on_event=lambda m: err.print(m, markup=False, soft_wrap=True))
     except (ValueError, OSError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2)

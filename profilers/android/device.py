@@ -37,6 +37,33 @@ REMOTE_DIR = "/data/local/tmp/hil"
 EXIT_RE = re.compile(r"__HIL_EXIT=(\d+)\s*$")
 
 
+def _close_quietly(dev) -> None:
+    try:
+        dev.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _eof_transport():
+    from adb_shell.transport.tcp_transport import TcpTransport
+
+    class EofTcpTransport(TcpTransport):
+        """adb-shell 0.4.4's TCP transport returns b'' forever once the phone closes the socket, and its reader
+        spins on it until the read timeout (minutes, at 100% CPU); a closed socket is an error at once here."""
+
+        def bulk_read(self, numbytes, transport_timeout_s):
+            data = super().bulk_read(numbytes, transport_timeout_s)
+            if not data:
+                raise ConnectionResetError(f"{self._host}:{self._port} closed the connection")
+            return data
+
+    return EofTcpTransport
+
+
+def _EofTcpTransport(host: str, port: int):  # noqa: N802 - a factory standing in for the class
+    return _eof_transport()(host, port)
+
+
 class AndroidError(RuntimeError):
     def __init__(self, message: str, retryable: bool = True):
         super().__init__(message)
@@ -89,33 +116,39 @@ class AndroidDevice:
 
     # --- connection ---------------------------------------------------------------------------------
     def connect(self) -> None:
-        from adb_shell.adb_device import AdbDeviceTcp
+        from adb_shell.adb_device import AdbDevice
         from adb_shell.exceptions import DeviceAuthError
 
         self.close()
         signer, key = load_signer(self.key_dir)
         if self.target.startswith("usb"):
+            from adb_shell.adb_device import AdbDeviceUsb
+            from adb_shell.exceptions import InvalidTransportError
+
             try:
-                from adb_shell.adb_device_usb import AdbDeviceUsb
-            except ImportError as e:
-                raise AndroidError("USB needs the usb extra: pip install 'hil-latency[usb]'", retryable=False) from e
-            serial = self.target.partition(":")[2] or None
-            dev = AdbDeviceUsb(serial=serial, default_transport_timeout_s=self.connect_timeout_s)
+                dev = AdbDeviceUsb(serial=self.target.partition(":")[2] or None,
+                                   default_transport_timeout_s=self.connect_timeout_s)
+            except InvalidTransportError as e:
+                raise AndroidError("USB needs the usb extra: pip install -e '.[usb]'", retryable=False) from e
         else:
             host, port = parse_target(self.target)
-            dev = AdbDeviceTcp(host, port, default_transport_timeout_s=self.connect_timeout_s)
+            dev = AdbDevice(_EofTcpTransport(host, port), default_transport_timeout_s=self.connect_timeout_s)
         try:
             ok = dev.connect(rsa_keys=[signer], auth_timeout_s=self.connect_timeout_s,
                              read_timeout_s=self.connect_timeout_s)
         except DeviceAuthError as e:
+            _close_quietly(dev)
             raise AndroidError(f"the phone at {self.target} has not accepted this computer's ADB key ({key}.pub): "
                                f"unlock it and tap 'Allow' on 'Allow USB debugging?', then retry ({e})") from None
         except Exception as e:  # noqa: BLE001 - every transport failure is "could not connect"
+            _close_quietly(dev)
             if "auth" in str(e).lower() or type(e).__name__ in ("TcpTimeoutException", "AdbTimeoutError"):
-                raise AndroidError(f"the phone at {self.target} did not complete the ADB handshake ({type(e).__name__}: "
-                                   f"{e}); if it shows 'Allow USB debugging?', tap Allow (key {key}.pub)") from None
+                raise AndroidError(f"the phone at {self.target} did not complete the ADB handshake "
+                                   f"({type(e).__name__}: {e}); if it shows 'Allow USB debugging?', tap Allow "
+                                   f"(key {key}.pub)") from None
             raise AndroidError(f"cannot connect to the phone at {self.target} ({type(e).__name__}: {e})") from None
         if not ok:
+            _close_quietly(dev)
             raise AndroidError(f"cannot connect to the phone at {self.target} (handshake refused)")
         self.dev = dev
         self.facts = self._read_facts()
@@ -138,9 +171,9 @@ class AndroidDevice:
         """Run ``cmd``; (exit status, output). Transport failures raise a retryable AndroidError and drop the
         connection (the next call reconnects)."""
         dev = self._need()
-        try:
-            out = dev.shell(f"{cmd}; echo __HIL_EXIT=$?", timeout_s=timeout_s or self.timeout_s,
-                            read_timeout_s=timeout_s or self.timeout_s)
+        t = timeout_s or self.timeout_s
+        try:  # every read may wait as long as the command may run (a slow model prints nothing for a while)
+            out = dev.shell(f"{cmd}; echo __HIL_EXIT=$?", transport_timeout_s=t, read_timeout_s=t, timeout_s=t)
         except Exception as e:  # noqa: BLE001 - adb-shell raises many transport types
             self.close()
             raise AndroidError(f"adb shell {cmd.split()[0]!r} on {self.target} failed: {type(e).__name__}: {e}") \
