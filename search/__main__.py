@@ -89,6 +89,17 @@ def _check_range(option: str, value: int, lo: int, hi: int | None = None, what: 
         fail(option, f"{value} is out of range; allowed: {allowed}{what}")
 
 
+def _check_constraints(qt: QTSettings, lut, fixed: dict[int, float], where: str, how) -> tuple[float, int]:
+    """The smallest latency the hyperspace reaches; constraints below it end with a message that gives it."""
+    min_ms, min_res = lut.min_reachable_ms(fixed)
+    too_low = [c for c in qt.constraints if c < min_ms]
+    if too_low:
+        fail("--constraints", f"{', '.join(f'{c:g}' for c in too_low)} ms is below the smallest latency reachable in "
+                              f"hyperspace {lut.hyperspace.name} {where}: {min_ms:.3f} ms (resolution {min_res}: "
+                              f"{how(min_res)}); choose constraints >= {math.ceil(min_ms * 100) / 100:.2f} ms")
+    return min_ms, min_res
+
+
 # --- latency sources ---------------------------------------------------------------------------------------
 def _lut_scorer(hs: HyperSpace, lut_dir: Optional[Path], fixed_ms_text: str, qt: QTSettings,
                 seed: int) -> tuple[SpaceScorer, dict]:
@@ -97,13 +108,8 @@ def _lut_scorer(hs: HyperSpace, lut_dir: Optional[Path], fixed_ms_text: str, qt:
     except LutError as e:
         fail("--lut-dir", str(e))
     fixed = parse_fixed_ms(fixed_ms_text, lut.resolutions)
-    min_ms, min_res = lut.min_reachable_ms(fixed)
-    too_low = [c for c in qt.constraints if c < min_ms]
-    if too_low:
-        fail("--constraints", f"{', '.join(f'{c:g}' for c in too_low)} ms is below the smallest latency reachable in "
-                              f"hyperspace {hs.name} with the LUT latency source: {min_ms:.3f} ms (resolution "
-                              f"{min_res}: per stage the fastest LUT row of any candidate, plus the fixed part "
-                              f"{fixed[min_res]:g} ms); choose constraints >= {math.ceil(min_ms * 100) / 100:.2f} ms")
+    min_ms, min_res = _check_constraints(qt, lut, fixed, "with the LUT latency source", lambda r: (
+        f"per stage the fastest LUT row of any candidate, plus the fixed part {fixed[r]:g} ms"))
     source = {
         "latency_source": "lut",
         "lut_dir": str(lut.folder),
@@ -136,13 +142,8 @@ def _service_scorer(hs: HyperSpace, service: Optional[str], device: Optional[str
     except ServiceError as e:
         typer.echo(f"error: --service: {e}", err=True)
         raise typer.Exit(2)
-    min_ms, min_res = lut.min_reachable_ms(fixed)
-    too_low = [c for c in qt.constraints if c < min_ms]
-    if too_low:
-        fail("--constraints", f"{', '.join(f'{c:g}' for c in too_low)} ms is below the smallest latency reachable in "
-                              f"hyperspace {hs.name} on {device}: {min_ms:.3f} ms (resolution {min_res}, the fastest "
-                              f"LUT row of each stage with the fixed parts, as the service predicts them); choose "
-                              f"constraints >= {math.ceil(min_ms * 100) / 100:.2f} ms")
+    min_ms, min_res = _check_constraints(qt, lut, fixed, f"on {device}", lambda r: (
+        "the fastest LUT row of each stage with the fixed parts, as the service predicts them"))
     source.update({"lut_dir": str(lut.folder), "min_reachable_ms": {"ms": min_ms, "resolution": min_res},
                    "resolutions": list(lut.resolutions)})
     return LutEvaluator(lut, qt, fixed, seed), source

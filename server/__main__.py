@@ -43,14 +43,15 @@ _DB = typer.Option(None, "--database-url", help="default $DATABASE_URL, else sql
 @app.command()
 def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
           database_url: Optional[str] = _DB,
-          auto_profile: bool = typer.Option(False, "--auto-profile/--no-auto-profile",
-                                            help="profile devices that register without a predictor")):
+          auto_profile: Optional[bool] = typer.Option(None, "--auto-profile/--no-auto-profile",
+                                                      help="profile devices that register without a predictor "
+                                                           "(default $HIL_AUTO_PROFILE, else off)")):
     """Run the HTTP service (OpenAPI docs at /docs)."""
     import uvicorn
 
     from .app import create_app
 
-    s = _settings(database_url, auto_profile=auto_profile)
+    s = _settings(database_url, **({} if auto_profile is None else {"auto_profile": auto_profile}))
     uvicorn.run(create_app(s), host=host, port=port, log_level="warning")
 
 

@@ -157,3 +157,38 @@ def test_search_subnet_callable_accuracy(service, cache, tmp_path):
     bad = runner.invoke(app, ["subnet", "--space", "onnxw-151122-023231", "--device", DEVICE, "--service", service,
                               "--accuracy", "nomodule", "--out", str(tmp_path / "d")])
     assert bad.exit_code == 2 and "module:function" in bad.output
+
+
+@pytest.mark.slow
+def test_search_subnet_export_and_measure_on_this_host(tmp_path, monkeypatch):
+    """The whole loop on this host (about 4 minutes): a service with a local agent profiles the host (5 kernels
+    per type), trains its predictor, then `search subnet --export onnx --measure` writes INT8 models and measures
+    them through the job queue; predicted and measured latencies are reported side by side."""
+    from profilers.fingerprint import device_slug, local_fingerprint
+    from tests.test_service_e2e import Service
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    svc = Service(tmp_path, f"sqlite:///{tmp_path / 'hil.db'}")
+    svc.env["HIL_AUTO_PROFILE"], svc.env["HIL_PROFILE_PER_TYPE"] = "1", "5"
+    try:
+        svc.start_server()
+        svc.start_agent(svc.token("agent", "a1"), "a1")
+        device = f"onnxruntime-cpu@{device_slug(local_fingerprint('onnxruntime-cpu'))}"
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            d = svc.http.get(f"/devices/{device}")
+            if d.status_code == 200 and d.json()["predictor"]:
+                break
+            time.sleep(2)
+        assert svc.http.get(f"/devices/{device}").json()["predictor"]["version"] == 1
+        out = tmp_path / "sub"
+        monkeypatch.setenv("HIL_TOKEN", "e2e-admin-token")
+        r = runner.invoke(app, ["subnet", "--space", "onnxw-151122-023231", "--device", device, "--service", svc.url,
+                                "--constraints", "12", "--population", "12", "--iterations", "3", "--margin", "0.1",
+                                "--export", "onnx", "--measure", "--out", str(out), "--no-progress"])
+        assert r.exit_code == 0, r.output
+        exp = json.loads((out / "subnet_search.json").read_text())["exported"]
+        assert len(exp) == 1 and exp[0]["measured_ms"] > 0 and (out / "models" / "T12ms.int8.onnx").is_file()
+        assert "predicted" in r.output and "measured" in r.output
+    finally:
+        svc.close()
