@@ -58,8 +58,12 @@ class Profiler:
             return
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        # its own session: a Ctrl-C in the terminal reaches the parent (which finishes the measurement in hand
+        # and closes the child) instead of killing the child mid-measurement and recording a bogus crash;
+        # a parent killed outright still takes the child with it (its stdin closes and it exits)
         self._proc = subprocess.Popen([sys.executable, "-m", "profilers.child", str(self.core)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env)
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env,
+                                      start_new_session=True)
 
     def _kill_child(self) -> int | None:
         code = None
