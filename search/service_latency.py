@@ -137,6 +137,21 @@ def service_lut(lut: BlockLut, client: LatencyClient, device: str, use_cache: bo
     return dataclasses.replace(lut, tables=tables), fixed, source
 
 
+def stage_items(space: SearchSpace, net) -> list[dict]:
+    """A resolved subnet as ``POST /predict_latency/stages`` items: each stage with its block digit, input
+    (channels, height) and ``k#w#e`` layers, then the head."""
+    groups: dict[str, list] = {}
+    for layer in net.body:
+        groups.setdefault(layer.stage, []).append(layer)
+    items = []
+    for name, ls in groups.items():
+        block = space.blocks[int(name[-1]) - 1] if name not in ("first_conv", "stage0") else None
+        items.append({"stage": name, "block": block, "input": [ls[0].cin, ls[0].in_hw],
+                      "arch": "_".join(f"{x.kernel}#{x.cout}#{_e(x.expand)}" for x in ls)})
+    items.append({"stage": "head", "input": [net.body[-1].cout, net.body[-1].out_hw]})
+    return items
+
+
 def _per_model_ms(client: LatencyClient, device: str, hs, resolutions) -> dict[int, float]:
     """Per resolution: a whole subnet's prediction minus the sum of its stage predictions (front and head
     included): the costs a model pays once."""
@@ -149,15 +164,6 @@ def _per_model_ms(client: LatencyClient, device: str, hs, resolutions) -> dict[i
         arch = str(sample_subnet(space, "min")).rsplit("_r", 1)[0] + f"_r{r}"
         net = resolve(space, arch)
         whole = client.predict(device, str(space), [arch])[0]
-        groups: dict[str, list] = {}
-        for l in net.body:
-            groups.setdefault(l.stage, []).append(l)
-        items = []
-        for name, ls in groups.items():
-            block = space.blocks[int(name[-1]) - 1] if name not in ("first_conv", "stage0") else None
-            items.append({"stage": name, "block": block, "input": [ls[0].cin, ls[0].in_hw],
-                          "arch": "_".join(f"{x.kernel}#{x.cout}#{_e(x.expand)}" for x in ls)})
-        items.append({"stage": "head", "input": [net.body[-1].cout, net.body[-1].out_hw]})
-        parts, _ = client.predict_stages(device, hs.name, items)
+        parts, _ = client.predict_stages(device, hs.name, stage_items(space, net))
         out[r] = float(whole - sum(parts))
     return out

@@ -61,6 +61,7 @@ class LutGenome:
         self.resolutions = [r for r in lut.resolutions if r in space.hyperspace.resolutions]
         hs = space.hyperspace
         self.e0 = hs.stage0.block.expands[0] if hs.stage0.block.expands else 0.0
+        self._small: dict[float, list[np.ndarray]] = {}
 
     def random(self, rng: random.Random) -> tuple:
         r = rng.choice(self.resolutions)
@@ -70,12 +71,12 @@ class LutGenome:
         """A candidate from the smallest rows (by MFLOPs, device-independent) at the lowest resolution: the
         seeds for a tight constraint that uniform draws rarely meet."""
         r = self.resolutions[0]
-        rows = []
-        for t in self.tables:
-            a, b = t.slices[r]
-            order = np.argsort(t.mflops[a:b], kind="stable")[:max(1, int((b - a) * share))]
-            rows.append(a + int(order[rng.randrange(len(order))]))
-        return (r, *rows)
+        small = self._small.get(share)
+        if small is None:  # sorted once per genome, not once per candidate
+            small = self._small[share] = [
+                t.slices[r][0] + np.argsort(t.mflops[slice(*t.slices[r])], kind="stable")[
+                    :max(1, int((t.slices[r][1] - t.slices[r][0]) * share))] for t in self.tables]
+        return (r, *(int(rows[rng.randrange(len(rows))]) for rows in small))
 
     def mutate(self, g: tuple, rng: random.Random, prob: float) -> tuple:
         if rng.random() < prob:

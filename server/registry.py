@@ -185,7 +185,7 @@ def encode_strings(space: SearchSpace, archs: list[str]) -> EncodedSubnets:
         rv = _ints([p[4][1:] for p in parts], n)
     except (ValueError, AttributeError, TypeError, KeyError):
         return _encode_slow(space, archs)  # finds the first bad string and raises its exact error
-    res_lut = {r: i for i, r in enumerate(space.hyperspace.resolutions)}
+    res_lut = _lookups(space)[1]
     res = np.array([res_lut.get(int(r), -1) for r in rv], np.int8)
     bad |= res < 0
     stage_ok = dm[np.arange(S), np.clip(depth, 0, dm.shape[1] - 1)] & (depth >= 0) & (depth < dm.shape[1])
@@ -254,7 +254,7 @@ def _layer_lists(table: LayerTable) -> tuple[list, list, list[float]]:
 def predict_small(table: LayerTable, space: SearchSpace, archs: list[str]) -> list[float]:
     """Latencies of a few subnet strings, one at a time in plain Python: the same table lookups and the same
     summation order as :meth:`LayerTable.predict`, so the same numbers (a test checks), about 10x faster for
-    one string. A string that does not parse or fit takes :func:`encode_strings`'s path for its exact error."""
+    one string. A string that does not parse or fit gets :func:`spaces.resolve`'s exact error."""
     ch = space.stage_choices()
     look = _lookups(space)
     res_idx = look[-1]

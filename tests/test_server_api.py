@@ -229,20 +229,13 @@ def test_small_batch_path_equals_batch_path():
 def test_stage_predictions_add_up_to_the_subnet(client):
     """/predict_latency/stages (what a search-space search re-predicts a lookup table with): the stages of a
     subnet plus the head, plus the model's fixed costs once, give the whole subnet's prediction."""
+    from search.service_latency import stage_items
     from spaces import SearchSpace, resolve
 
     space = SearchSpace.parse(SPACE)
     arch = str(sample_subnet(SPACE, "random", 3))
     net = resolve(SPACE, arch)
-    groups: dict[str, list] = {}
-    for layer in net.body:
-        groups.setdefault(layer.stage, []).append(layer)
-    items = []
-    for name, ls in groups.items():
-        block = space.blocks[int(name[-1]) - 1] if name not in ("first_conv", "stage0") else None
-        items.append({"stage": name, "block": block, "input": [ls[0].cin, ls[0].in_hw],
-                      "arch": "_".join(f"{x.kernel}#{x.cout}#{x.expand or 'None'}" for x in ls)})
-    items.append({"stage": "head", "input": [net.body[-1].cout, net.body[-1].out_hw]})
+    items = stage_items(space, net)
     r = client.post("/predict_latency/stages", json={"device": BUNDLED_DEVICE, "hyperspace": "onnxw",
                                                      "stages": items})
     assert r.status_code == 200, r.text
