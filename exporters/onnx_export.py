@@ -68,9 +68,13 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, recipe: QuantRecipe | 
                   calibration: Calibration | MultiCalibration | None = None) -> Path:
     """Static INT8 quantization of an FP32 ONNX model with onnxruntime."""
     import onnx
+    import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # the calibration sessions warn "Removing initializer ..." for every folded BN constant: noise in every
+    # collect, eval and agent log, never actionable
+    onnxruntime.set_default_logger_severity(3)
     recipe = recipe or default_recipe()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -179,18 +179,29 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
                                                         "minutes and report what is done (rerun to continue)"),
              rounds: int = typer.Option(3, "--rounds", min=1, help="records per network, spread over time; the "
                                         "fastest counts (one record is too noisy on a shared VM)"),
-             block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block")):
+             block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block"),
+             set_: str = typer.Option("random", "--set", help="random: the held-out evaluation set; calib: the "
+                                      "calibration set (other seeds) for `predictors calibrate`"),
+             save_eval: bool = typer.Option(False, "--save-eval", help="also write the summary as eval.json beside "
+                                            "the predictor, where the service reports it (GET /predictors)")):
     """Measure held-out subnets end to end and report RMSE, RMSPE, +-5% and +-10% with a scatter plot."""
-    from .evaluate import eval_set, evaluate as run, report
+    from .evaluate import SETS, eval_set, evaluate as run, report
 
+    if set_ not in SETS:
+        err.print(f"[bold red]error:[/] --set: {set_!r} is not allowed; allowed: {', '.join(SETS)}")
+        raise typer.Exit(2)
     p = _load(predictor)
+    title = f"{p.meta.device} {p.meta.backend}: predicted vs measured INT8" + (
+        f" (calibrated on {p.meta.calibration.n_models} networks)" if p.meta.calibration else " (kernel sum)")
     if repredict_from is not None:
         from .evaluate import repredict
 
         repredict(p, repredict_from, out / "results.jsonl")
-        typer.echo(json.dumps(report(out / "results.jsonl", out, f"{p.meta.device}: predicted vs measured INT8"), indent=1))
+        summary = report(out / "results.jsonl", out, title)
+        _save_eval(predictor, p, summary, out, save_eval)
+        typer.echo(json.dumps(summary, indent=1))
         return
-    items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets)
+    items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets, kind=set_)
     apps = [a.strip() for a in keras_apps.split(",") if a.strip()]
     from .evaluate import KERAS_APPS
 
@@ -210,8 +221,60 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
             progress=lambda i, tot, r: prog.update(
                 task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
                                         f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
-    summary = report(out / "results.jsonl", out, f"{p.meta.device}: predicted vs measured INT8")
+    summary = report(out / "results.jsonl", out, title)
+    _save_eval(predictor, p, summary, out, save_eval)
     typer.echo(json.dumps(summary, indent=1))
+
+
+def _save_eval(spec: str, p, summary: dict, out: Path, save: bool) -> None:
+    """eval.json beside the predictor: what GET /predictors shows as its end-to-end accuracy."""
+    if not save:
+        return
+    from .bundled import resolve_predictor
+
+    path = resolve_predictor(spec) / "eval.json"
+    doc = {"report": str(out), "predictor_created_at": p.meta.created_at,
+           "calibrated": p.meta.calibration is not None, "sets": summary}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    err.print(f"wrote {path}")
+
+
+@app.command()
+def calibrate(predictor: str, results: Path = typer.Option(..., "--results", help="results.jsonl of "
+                                                            "`predictors eval --set calib` (measured subnets)"),
+              out: Optional[Path] = typer.Option(None, "--out", help="predictor directory to write [default: in place]"),
+              folds: int = typer.Option(5, "--folds", min=2)):
+    """Fit per-kernel-type scales on whole networks measured end to end (see predictors.calibration)."""
+    from .bundled import resolve_predictor
+    from .calibration import calibrate as fit
+
+    p = _load(predictor)
+    if not results.is_file():
+        err.print(f"[bold red]error:[/] --results: {results} not found; measure a calibration set first: "
+                  f"python -m predictors eval {predictor} --backend {p.meta.backend} --set calib --n 40 --out DIR")
+        raise typer.Exit(2)
+    if any(f"-random-" in l for l in results.read_text().splitlines()):
+        err.print(f"[bold red]error:[/] --results: {results} holds evaluation networks (<hyperspace>-random-<i>); "
+                  "calibrating on them would judge the predictor on what it was fitted to; use --set calib")
+        raise typer.Exit(2)
+    try:
+        cal = fit(p, results, folds)
+    except ValueError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+    p.meta = p.meta.model_copy(update={"calibration": cal})
+    p._cache.clear()
+    dest = out or resolve_predictor(predictor)
+    p.save(dest)
+    t = Table("kernel type", "scale", title=f"calibration on {cal.n_models} networks (lambda {cal.lam:g})")
+    for k, a in sorted(cal.scales.items()):
+        t.add_row(k, f"{a:.3f}")
+    t.add_row("io", f"{cal.io_scale:.3f}")
+    t.add_row("fixed (ms)", f"{cal.fixed_ms:.3f}")
+    Console().print(t)
+    raw, cv = cal.cv["raw"], cal.cv["calibrated_out_of_fold"]
+    err.print(f"on the calibration set: kernel sum RMSPE {raw['rmspe']:.3f}, +-10% {raw['acc10']:.1%}; calibrated "
+              f"(out of fold) RMSPE {cv['rmspe']:.3f}, +-10% {cv['acc10']:.1%}; wrote {dest}")
 
 
 def main() -> None:

@@ -1,11 +1,12 @@
 """Predictor artifacts: a directory that outlives library upgrades.
 
-Layout (format ``hil-predictor/2``)::
+Layout (format ``hil-predictor/3``)::
 
     <dir>/metadata.json   device, backend, fingerprint, training-data hash, library versions,
                           overhead_ms and boundary_ns_per_element (added once per model), and per
                           kernel type: feature names, target transform (predictors.targets: ms, log_ms,
-                          log_ms_per_work), hyper-parameters, metrics
+                          log_ms_per_work), hyper-parameters, metrics; optionally ``calibration``
+                          (predictors.calibration: per-type scales fitted on measured whole networks)
     <dir>/forests.npz     per kernel type ``<type>.left|right|feature|threshold|value|roots|meta``
                           (plain .npy members; loaded with allow_pickle=False)
 
@@ -24,14 +25,16 @@ from pydantic import BaseModel
 
 from exporters.kernel_models import KernelConfig
 
+from .calibration import ModelCalibration
 from .features import feature_names, features
 from .forest import ArrayForest
 from .targets import from_target
 
-FORMAT = "hil-predictor/2"
-# /1 had targets ms and log_ms only; /2 adds log_ms_per_work and boundary_ns_per_element. A reader accepts
-# every format it knows; an older reader refuses /2 instead of misreading a target it does not know.
-READABLE = ("hil-predictor/1", FORMAT)
+FORMAT = "hil-predictor/3"
+# /1 had targets ms and log_ms only; /2 adds log_ms_per_work and boundary_ns_per_element; /3 adds the optional
+# model-level calibration. A reader accepts every format it knows; an older reader refuses a newer format
+# instead of misreading it (a /2 reader would silently ignore a calibration and predict other numbers).
+READABLE = ("hil-predictor/1", "hil-predictor/2", FORMAT)
 
 
 class KernelModelInfo(BaseModel):
@@ -54,6 +57,7 @@ class PredictorMeta(BaseModel):
     # ns per element of the float<->int8 conversions at a kernel model's inputs and output ("quantize",
     # "dequantize"; onnxruntime only, see profilers.boundary): removed from each kernel, added once per model
     boundary_ns_per_element: dict[str, float] = {}
+    calibration: ModelCalibration | None = None
 
     def boundary_ms(self, in_elements, out_elements):
         """Conversion cost of float inputs of ``in_elements`` and outputs of ``out_elements`` elements."""
@@ -109,8 +113,11 @@ class Predictor:
     def kernel_types(self) -> list[str]:
         return list(self.forests)
 
-    def predict_kernels(self, configs: Iterable[KernelConfig]) -> tuple[np.ndarray, list[str]]:
-        """Latency (ms) of each config; unknown kernel types get NaN and are listed, never counted as 0."""
+    def predict_kernels(self, configs: Iterable[KernelConfig], calibrated: bool = True) -> tuple[np.ndarray, list[str]]:
+        """Latency (ms) of each config; unknown kernel types get NaN and are listed, never counted as 0.
+
+        With a calibration, each kernel's forest prediction is multiplied by its type's scale: the kernel's cost
+        inside a network (``calibrated=False`` gives the isolated kernel's, which the calibration is fitted on)."""
         configs = list(configs)
         todo: dict[str, list[KernelConfig]] = {}
         for c in configs:
@@ -121,7 +128,20 @@ class Predictor:
             y = from_target(self.meta.kernels[t].target, self.forests[t].predict(features(cs)), cs)
             self._cache.update(zip(cs, y.tolist()))
         unknown = sorted({c.type for c in configs if c.type not in self.forests})
-        return np.array([self._cache.get(c, np.nan) for c in configs]), unknown
+        y = np.array([self._cache.get(c, np.nan) for c in configs])
+        cal = self.meta.calibration
+        if calibrated and cal is not None:
+            y *= np.array([cal.scales.get(c.type, 1.0) for c in configs])
+        return y, unknown
+
+    def fixed_ms(self, in_elements, out_elements):
+        """Per-model cost: the invocation overhead plus the network's input quantize and output dequantize
+        (``in_elements``/``out_elements`` floats), as calibrated when the predictor has a calibration."""
+        io = self.meta.boundary_ms(in_elements, out_elements)
+        cal = self.meta.calibration
+        if cal is None:
+            return io + self.meta.overhead_ms
+        return cal.io_scale * io + cal.fixed_ms
 
 
 def check_features(kernel_type: str, names: list[str]) -> None:
@@ -165,12 +185,12 @@ def predict_kernel_list(predictor: Predictor, kernels: list[KernelConfig],
     warnings = [f"unsupported op {op} x{n}: no kernel predictor, not counted" for op, n in unsupported.items()]
     warnings += [f"kernel type {t} has no forest in this predictor" for t in unknown]
     ok = not warnings
-    io_ms = 0.0
+    fixed = float(predictor.fixed_ms(0, 0))
     if kernels:  # the network's own input quantize and output dequantize, once
         from profilers.boundary import kernel_elements
 
-        io_ms = float(predictor.meta.boundary_ms(kernel_elements(kernels[0])[0], kernel_elements(kernels[-1])[1]))
-    return GraphPrediction(latency_ms=float(np.nansum(lat)) + predictor.meta.overhead_ms + io_ms if ok else None,
+        fixed = float(predictor.fixed_ms(kernel_elements(kernels[0])[0], kernel_elements(kernels[-1])[1]))
+    return GraphPrediction(latency_ms=float(np.nansum(lat)) + fixed if ok else None,
                            kernels=[{**c.model_dump(), "latency_ms": None if np.isnan(v) else float(v)}
                                     for c, v in zip(kernels, lat)],
                            unknown_kernels=unknown, unsupported_ops=unsupported, warnings=warnings)

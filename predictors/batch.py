@@ -122,12 +122,13 @@ class LayerTable:
             self.head[idx] = lat[pos:pos + len(ks)].sum()
             pos += len(ks)
         self.n_layers = len(layers) + len(head_layers)
-        self.overhead_ms = predictor.meta.overhead_ms  # once per model (see profilers.collect.measure_overhead)
-        # the network's input quantize and output dequantize, once per model (see profilers.boundary)
+        # per model, in io_ms by resolution: the invocation overhead (profilers.collect.measure_overhead) and
+        # the network's input quantize and output dequantize (profilers.boundary), as the predictor calibrates them
         from profilers.boundary import kernel_elements
 
+        self.overhead_ms = 0.0
         n_out = kernel_elements(head_kernels[0][-1])[1] if head_kernels and head_kernels[0] else 0
-        self.io_ms = np.array([float(predictor.meta.boundary_ms(3 * r * r, n_out)) for r in R])
+        self.io_ms = np.array([float(predictor.fixed_ms(3 * r * r, n_out)) for r in R])
 
     def predict(self, enc: EncodedSubnets) -> np.ndarray:
         """Latency (ms) of every encoded subnet."""

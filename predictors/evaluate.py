@@ -29,19 +29,28 @@ from .batch import EncodedSubnets, LayerTable
 from .train import metrics
 
 
-def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | None = None) -> list[tuple[str, str, str]]:
+SETS = {"random": "eval", "calib": "calib"}  # set name -> seed prefix; the names are <hyperspace>-<set>-<i>
+
+
+def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | None = None,
+             kind: str = "random") -> list[tuple[str, str, str]]:
     """(name, space, arch) of held-out subnets; seeds differ from any training sampler's.
 
+    ``kind="random"`` is the evaluation set; ``kind="calib"`` the calibration set of
+    :mod:`predictors.calibration`, drawn from another seed and named ``<hyperspace>-calib-<i>``, so a
+    calibrated predictor is never judged on the networks it was calibrated on.
     Order: the SEQnets first, then the hyperspaces' random subnets taken in turn, so that an evaluation
     stopped early (they take hours) is still a balanced sample. Names and subnets do not depend on
     the order, so results files of earlier runs resume."""
-    rng = random.Random(f"eval-{seed}")
+    if kind not in SETS:
+        raise ValueError(f"set: {kind!r} is not allowed; allowed: {', '.join(SETS)}")
+    rng = random.Random(f"{SETS[kind]}-{seed}")
     per_hs: list[list[tuple[str, str, str]]] = []
     for hs in hyperspaces:
         rows = []
         for i in range(n_per):
             sp = random_space(hs, rng)
-            rows.append((f"{hs}-random-{i}", sp.to_string(), sample_subnet(sp, "random", rng).to_string()))
+            rows.append((f"{hs}-{kind}-{i}", sp.to_string(), sample_subnet(sp, "random", rng).to_string()))
         per_hs.append(rows)
     items = []
     if seqnets is not None:
@@ -178,16 +187,20 @@ def report(results: str | Path, out_dir: str | Path, title: str) -> dict:
     recs = [r for r in recs if r["ok"] and r["measured_ms"] and np.isfinite(r["predicted_ms"])]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    hyperspaces = sorted({r["name"].split("-random-")[0] for r in recs if "-random-" in r["name"]})
-    groups = {"all": recs, "random": [r for r in recs if "-random-" in r["name"]],
-              **{f"random {h}": [r for r in recs if r["name"].startswith(f"{h}-random-")] for h in hyperspaces},
-              "SEQnets": [r for r in recs if r["name"].startswith("SEQnet")],
-              "keras.applications": [r for r in recs if r["name"].startswith("keras:")]}
+    groups = {"all": recs}
+    for kind in SETS:
+        rs_k = [r for r in recs if f"-{kind}-" in r["name"]]
+        if rs_k:
+            groups[kind] = rs_k
+            for h in sorted({r["name"].split(f"-{kind}-")[0] for r in rs_k}):
+                groups[f"{kind} {h}"] = [r for r in rs_k if r["name"].startswith(f"{h}-{kind}-")]
+    groups.update({"SEQnets": [r for r in recs if r["name"].startswith("SEQnet")],
+                   "keras.applications": [r for r in recs if r["name"].startswith("keras:")]})
     summary = {g: metrics(np.array([r["measured_ms"] for r in rs]), np.array([r["predicted_ms"] for r in rs]))
                for g, rs in groups.items() if rs}
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for g, marker in (("random", "o"), ("SEQnets", "*")):
-        rs = groups[g]
+    for g, marker in (("random", "o"), ("calib", "s"), ("SEQnets", "*"), ("keras.applications", "^")):
+        rs = groups.get(g)
         if rs:
             ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs], s=12 if g == "random" else 60,
                        marker=marker, label=g, alpha=0.7)

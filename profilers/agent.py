@@ -103,12 +103,6 @@ class DeviceAgent:
                 raise ValueError("tflite-android needs --adb HOST:PORT, --profile NAME and --benchmark-model PATH")
             self.android = AndroidDevice(self.adb, load_profile(self.profile), self.benchmark_binary)
         self.core = pick_core() if self.core is None else self.core
-        try:  # kernel jobs export models in this process; onnxruntime's optimizer warnings are noise here
-            import onnxruntime
-
-            onnxruntime.set_default_logger_severity(3)
-        except ImportError:
-            pass
         self.http = httpx.Client(base_url=self.server.rstrip("/"), timeout=httpx.Timeout(60.0, connect=5.0),
                                  headers={"Authorization": f"Bearer {self.token}"})
         self.regs: list[Registration] = []

@@ -37,7 +37,7 @@ def test_train_save_load_predict(tmp_path):
         assert info.metrics["n"] >= 2 and info.target in TARGETS and info.features
     out = pred.save(tmp_path / "pred")
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["format"] == "hil-predictor/2" and meta["training_data"]["sha256"] and meta["library_versions"]
+    assert meta["format"] == "hil-predictor/3" and meta["training_data"]["sha256"] and meta["library_versions"]
     with zipfile.ZipFile(out / "forests.npz") as z:
         assert all(n.endswith(".npy") for n in z.namelist())
     loaded = Predictor.load(out)

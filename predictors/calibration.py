@@ -1,0 +1,135 @@
+"""Model-level calibration: per-kernel-type scales fitted on whole subnets measured end to end.
+
+Why: nn-Meter predicts a network as the sum of its kernels, each measured alone. Inside a network a
+kernel does not cost quite what it costs alone: its input arrives from the previous kernel (hot in
+cache, in the layout that kernel left), onnxruntime schedules nodes with a per-node cost that an
+isolated kernel model pays once, and graph transformations can reach across kernel boundaries. The
+forests are unbiased for isolated kernels, so the sum inherits a systematic error *per kernel type*.
+We saw it on the Xeon: mobilew subnets measured 1.13x their predicted sum, onnxw 1.01x (docs/eval).
+
+The correction is linear and has few parameters, so the sum of kernels stays the prediction:
+
+    latency = c0 + a_io * io + sum over kernel types t of a_t * S_t
+
+where ``S_t`` is the summed prediction of the network's kernels of type ``t`` and ``io`` the
+network's own input quantize and output dequantize (see :mod:`profilers.boundary`). The
+coefficients minimise the squared *relative* error (the acceptance is relative) plus a ridge
+``lam * sum (a - 1)^2`` that pulls a scale the calibration set says little about back to 1; ``lam``
+is chosen by K-fold cross-validation, and the scales are bounded to [1/4, 4]. With no calibration
+(``a = 1``, ``c0 = overhead_ms``) the prediction is the plain kernel sum.
+
+The calibration set must not overlap the evaluation set: ``predictors eval --set calib`` measures
+subnets drawn with other seeds and named ``<hyperspace>-calib-<i>`` (see :func:`predictors.evaluate.eval_set`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+IO = "io"  # the pseudo kernel type of the network's input quantize / output dequantize
+LAMBDAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+SCALE_BOUNDS = (0.25, 4.0)
+FIXED_MAX_MS = 5.0
+
+
+class ModelCalibration(BaseModel):
+    """The fitted correction, stored in a predictor's metadata.json (format hil-predictor/3)."""
+
+    method: str = "relative-least-squares, ridge toward 1, K-fold lambda"
+    scales: dict[str, float]  # per kernel type; a type not listed keeps scale 1
+    io_scale: float = 1.0
+    fixed_ms: float = Field(0.0, ge=0)  # per model, replaces the kernel-model overhead
+    lam: float
+    n_models: int
+    data: dict = {}  # path and sha256 of the measured subnets
+    cv: dict = {}  # K-fold metrics of the raw sum and of the calibrated sum, on the calibration set
+    fitted_at: str = ""
+
+
+def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
+    """Per network: [S_t for each kernel type..., io, 1], from the predictor's *uncalibrated* kernel sums."""
+    from exporters.kernel_models import KernelConfig
+    from profilers.boundary import kernel_elements
+
+    per_net = [[KernelConfig.from_kernel(k) for k in net.kernels()] for net in nets]
+    flat = [c for cs in per_net for c in cs]
+    lat, unknown = predictor.predict_kernels(flat, calibrated=False)
+    if unknown:
+        raise ValueError(f"calibration: kernel types without a forest in this predictor: {', '.join(unknown)}")
+    types = sorted({c.type for c in flat})
+    col = {t: i for i, t in enumerate(types)}
+    X = np.zeros((len(nets), len(types) + 2))
+    pos = 0
+    for i, cs in enumerate(per_net):
+        for c, v in zip(cs, lat[pos:pos + len(cs)]):
+            X[i, col[c.type]] += v
+        pos += len(cs)
+        X[i, -2] = float(predictor.meta.boundary_ms(kernel_elements(cs[0])[0], kernel_elements(cs[-1])[1]))
+        X[i, -1] = 1.0
+    return X, types
+
+
+def _solve(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    from scipy.optimize import lsq_linear
+
+    p = X.shape[1]
+    A = np.vstack([X / y[:, None], np.sqrt(lam) * np.eye(p)[:-1]])  # no ridge on the constant
+    b = np.concatenate([np.ones(len(y)), np.sqrt(lam) * np.ones(p - 1)])
+    lo = np.r_[np.full(p - 1, SCALE_BOUNDS[0]), 0.0]
+    hi = np.r_[np.full(p - 1, SCALE_BOUNDS[1]), FIXED_MAX_MS]
+    return lsq_linear(A, b, bounds=(lo, hi), method="bvls").x
+
+
+def _metrics(y: np.ndarray, pred: np.ndarray) -> dict:
+    from .train import metrics
+
+    return metrics(y, pred)
+
+
+def fit(X: np.ndarray, y: np.ndarray, types: list[str], overhead_ms: float = 0.0, folds: int = 5,
+        seed: int = 0) -> tuple[np.ndarray, float, dict]:
+    """Coefficients (one per column of ``X``), the chosen lambda, and K-fold metrics (raw vs calibrated)."""
+    y = np.asarray(y, float)
+    if len(y) < 2 * folds:
+        raise ValueError(f"calibration: {len(y)} measured networks; at least {2 * folds} are needed")
+    if not np.all(np.isfinite(X)) or not np.all(y > 0):
+        raise ValueError("calibration: predictions must be finite and measurements positive")
+    idx = np.random.default_rng(seed).permutation(len(y))
+    parts = np.array_split(idx, folds)
+    best = None
+    for lam in LAMBDAS:
+        oof = np.empty(len(y))
+        for k in range(folds):
+            te = parts[k]
+            tr = np.concatenate([parts[j] for j in range(folds) if j != k])
+            oof[te] = X[te] @ _solve(X[tr], y[tr], lam)
+        m = _metrics(y, oof)
+        if best is None or m["rmspe"] < best[1]["rmspe"]:
+            best = (lam, m)
+    lam, cv = best
+    raw = X[:, :-1].sum(1) + overhead_ms
+    return _solve(X, y, lam), lam, {"raw": _metrics(y, raw), "calibrated_out_of_fold": cv}
+
+
+def calibrate(predictor, results: str | Path, folds: int = 5) -> ModelCalibration:
+    """Fit the calibration of ``predictor`` from measured subnets (an eval results.jsonl) and return it."""
+    from spaces import resolve
+
+    path = Path(results)
+    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    recs = [r for r in recs if r.get("ok") and r.get("measured_ms") and r.get("space")]
+    if not recs:
+        raise ValueError(f"calibration: {path} has no measured subnets (ok, with measured_ms and space)")
+    nets = [resolve(r["space"], r["arch"]) for r in recs]
+    X, types = design(predictor, nets)
+    y = np.array([r["measured_ms"] for r in recs])
+    beta, lam, cv = fit(X, y, types, predictor.meta.overhead_ms, folds)
+    return ModelCalibration(scales={t: float(a) for t, a in zip(types, beta)}, io_scale=float(beta[-2]),
+                            fixed_ms=float(beta[-1]), lam=lam, n_models=len(y),
+                            data={"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+                            cv=cv, fitted_at=datetime.now(timezone.utc).isoformat())

@@ -1,0 +1,107 @@
+"""Model-level calibration (predictors.calibration): fit, storage, and every prediction path using it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from exporters.kernel_models import KernelConfig
+from predictors.artifact import Predictor, predict_kernel_list
+from predictors.calibration import fit
+from spaces import SearchSpace, resolve
+
+from .test_predictors import _all_type_predictor
+
+SCALE = {"dwconv-bn-relu6": 1.3, "dwconv-bn-swish": 0.8}  # the synthetic "in-network" truth
+FIXED = 0.2
+
+
+def test_fit_recovers_known_scales():
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.uniform(0.5, 5, (80, 4)), rng.uniform(0, 0.05, 80), np.ones(80)]
+    beta = np.array([1.3, 0.8, 1.0, 2.0, 1.0, 0.3])
+    est, lam, cv = fit(X, X @ beta, ["a", "b", "c", "d"])
+    assert np.allclose(est[:4], beta[:4], rtol=0.01) and est[-1] == pytest.approx(0.3, abs=0.02)
+    assert cv["calibrated_out_of_fold"]["acc10"] == 1.0 and cv["raw"]["acc10"] < 0.5
+    with pytest.raises(ValueError, match="at least 10 are needed"):
+        fit(X[:6], (X @ beta)[:6], ["a", "b", "c", "d"])
+
+
+def _truth(pred: Predictor, net) -> float:
+    cfgs = [KernelConfig.from_kernel(k) for k in net.kernels()]
+    lat, _ = pred.predict_kernels(cfgs, calibrated=False)
+    return float(sum(v * SCALE.get(c.type, 1.0) for c, v in zip(cfgs, lat))) + FIXED
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A predictor, the calibration set measured as the synthetic truth, and the calibrated predictor."""
+    from predictors.__main__ import app
+    from predictors.evaluate import eval_set
+
+    tmp = tmp_path_factory.mktemp("cal")
+    pred = _all_type_predictor(tmp)
+    raw_dir = pred.save(tmp / "raw")
+    lines = []
+    for name, space, arch in eval_set(["onnxw", "mobilew"], 20, kind="calib"):
+        lines.append(json.dumps({"name": name, "space": space, "arch": arch, "ok": True,
+                                 "measured_ms": _truth(pred, resolve(space, arch)), "predicted_ms": 0.0}))
+    results = tmp / "calib" / "results.jsonl"
+    results.parent.mkdir()
+    results.write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(app, ["calibrate", str(raw_dir), "--results", str(results), "--out", str(tmp / "cal")])
+    assert r.exit_code == 0, r.output
+    return pred, Predictor.load(tmp / "cal"), tmp, results
+
+
+def test_calibration_is_stored_and_predicts_held_out_networks(calibrated):
+    from predictors.evaluate import eval_set
+
+    raw, cal, tmp, _ = calibrated
+    meta = json.loads((tmp / "cal" / "metadata.json").read_text())
+    assert meta["format"] == "hil-predictor/3" and meta["calibration"]["n_models"] == 40
+    assert meta["calibration"]["data"]["sha256"]
+    c = cal.meta.calibration
+    # the kernel types' sums are nearly collinear across networks, so a scale is only loosely identified (the
+    # ridge pulls it toward 1); what must hold is its direction and the accuracy on networks not fitted
+    assert c.scales["dwconv-bn-relu6"] > 1.1 and c.scales["dwconv-bn-swish"] < 0.9
+    errs_raw, errs_cal = [], []
+    for name, space, arch in eval_set(["onnxw", "mobilew"], 5):  # the held-out set: other seeds
+        net = resolve(space, arch)
+        y = _truth(raw, net)
+        cfgs = [KernelConfig.from_kernel(k) for k in net.kernels()]
+        errs_cal.append(predict_kernel_list(cal, cfgs).latency_ms / y - 1)
+        errs_raw.append(predict_kernel_list(raw, cfgs).latency_ms / y - 1)
+    assert max(map(abs, errs_cal)) < 0.03 < max(map(abs, errs_raw))
+
+
+def test_batch_table_uses_the_calibration(calibrated):
+    from predictors.batch import EncodedSubnets, LayerTable
+
+    _, cal, _, _ = calibrated
+    sp = SearchSpace.parse("onnxw-151122-023231")
+    enc = EncodedSubnets.random(sp, 30, seed=4)
+    fast = LayerTable(sp, cal).predict(enc)
+    for j in range(0, 30, 6):
+        cfgs = [KernelConfig.from_kernel(k) for k in resolve(sp, enc.subnet(j)).kernels()]
+        assert fast[j] == pytest.approx(predict_kernel_list(cal, cfgs).latency_ms, rel=1e-9)
+
+
+def test_calibration_and_evaluation_sets_are_disjoint_and_misuse_is_refused(calibrated, tmp_path):
+    from predictors.__main__ import app
+    from predictors.evaluate import eval_set
+
+    _, _, tmp, results = calibrated
+    ev = eval_set(["onnxw", "mobilew"], 50)
+    cal = eval_set(["onnxw", "mobilew"], 50, kind="calib")
+    assert not {(s, a) for _, s, a in ev} & {(s, a) for _, s, a in cal}
+    assert all("-random-" in n for n, _, _ in ev) and all("-calib-" in n for n, _, _ in cal)
+    bad = tmp_path / "results.jsonl"
+    bad.write_text(results.read_text().replace("-calib-", "-random-"))
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "raw"), "--results", str(bad)])
+    assert r.exit_code == 2 and "use --set calib" in r.output
+    r = CliRunner().invoke(app, ["eval", str(tmp / "raw"), "--backend", "onnxruntime-cpu", "--set", "train",
+                                 "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "allowed: random, calib" in r.output
