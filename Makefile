@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: up demo test test-all bench study clean
+.PHONY: up demo test test-all bench study predictor clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,20 @@ study: $(STAMP)
 	$(PY) -m profilers fusion --backend tflite-cpu --out docs/fusion
 	$(PY) -m profilers study --backend onnxruntime-cpu --out docs/study
 	$(PY) -m profilers study --backend tflite-cpu --out docs/study
+
+# Builds, calibrates and evaluates this host's predictor for BACKEND from nothing, each step resumable
+# (rerun to continue). On a quiet 2-core host with onnxruntime: kernels ~40 min, calibration set ~10 min,
+# held-out evaluation ~75 min. See README, "Predicting".
+BACKEND ?= onnxruntime-cpu
+SLUG = $$($(PY) -c "from predictors.bundled import local_device; print(local_device('$(BACKEND)'))")
+predictor: $(STAMP)
+	$(PY) -m profilers collect --backend $(BACKEND) --per-type 150 --out data/kernels/$(SLUG)/$(BACKEND)
+	$(PY) -m predictors train --backend $(BACKEND)
+	$(PY) -m predictors eval local:$(BACKEND) --backend $(BACKEND) --set calib --n 40 \
+	    --out data/networks/$(SLUG)/$(BACKEND)/calib
+	$(PY) -m predictors calibrate local:$(BACKEND) --results data/networks/$(SLUG)/$(BACKEND)/calib/results.jsonl
+	$(PY) -m predictors eval local:$(BACKEND) --backend $(BACKEND) --n 300 --save-eval \
+	    --seqnets $${HIL_SHARED_DATA:-../shared/data}/spaceevo_search_result.yaml --out docs/eval/$(SLUG)/$(BACKEND)
 
 clean:
 	rm -rf out .pytest_cache

@@ -270,6 +270,7 @@ def calibrate(predictor: str, results: Path = typer.Option(..., "--results", hel
     for k, a in sorted(cal.scales.items()):
         t.add_row(k, f"{a:.3f}")
     t.add_row("io", f"{cal.io_scale:.3f}")
+    t.add_row("per kernel (ms)", f"{cal.per_kernel_ms:.4f}")
     t.add_row("fixed (ms)", f"{cal.fixed_ms:.3f}")
     Console().print(t)
     raw, cv = cal.cv["raw"], cal.cv["calibrated_out_of_fold"]

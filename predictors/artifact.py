@@ -116,8 +116,8 @@ class Predictor:
     def predict_kernels(self, configs: Iterable[KernelConfig], calibrated: bool = True) -> tuple[np.ndarray, list[str]]:
         """Latency (ms) of each config; unknown kernel types get NaN and are listed, never counted as 0.
 
-        With a calibration, each kernel's forest prediction is multiplied by its type's scale: the kernel's cost
-        inside a network (``calibrated=False`` gives the isolated kernel's, which the calibration is fitted on)."""
+        With a calibration, each kernel's forest prediction is multiplied by its type's scale and the per-kernel
+        cost is added: the kernel's cost inside a network (``calibrated=False`` gives the isolated kernel's, which the calibration is fitted on)."""
         configs = list(configs)
         todo: dict[str, list[KernelConfig]] = {}
         for c in configs:
@@ -131,7 +131,7 @@ class Predictor:
         y = np.array([self._cache.get(c, np.nan) for c in configs])
         cal = self.meta.calibration
         if calibrated and cal is not None:
-            y *= np.array([cal.scales.get(c.type, 1.0) for c in configs])
+            y = y * np.array([cal.scales.get(c.type, 1.0) for c in configs]) + cal.per_kernel_ms
         return y, unknown
 
     def fixed_ms(self, in_elements, out_elements):

@@ -9,14 +9,18 @@ We saw it on the Xeon: mobilew subnets measured 1.13x their predicted sum, onnxw
 
 The correction is linear and has few parameters, so the sum of kernels stays the prediction:
 
-    latency = c0 + a_io * io + sum over kernel types t of a_t * S_t
+    latency = c0 + a_io * io + d * n_kernels + sum over kernel types t of a_t * S_t
 
-where ``S_t`` is the summed prediction of the network's kernels of type ``t`` and ``io`` the
-network's own input quantize and output dequantize (see :mod:`profilers.boundary`). The
+where ``S_t`` is the summed prediction of the network's kernels of type ``t``, ``io`` the
+network's own input quantize and output dequantize (see :mod:`profilers.boundary`) and ``d`` a cost
+per kernel: the invocation overhead removed from every kernel in training was measured on a one-node
+model, so it holds one node's dispatch, which a network pays for each of its nodes. The
 coefficients minimise the squared *relative* error (the acceptance is relative) plus a ridge
 ``lam * sum (a - 1)^2`` that pulls a scale the calibration set says little about back to 1; ``lam``
-is chosen by K-fold cross-validation, and the scales are bounded to [1/4, 4]. With no calibration
-(``a = 1``, ``c0 = overhead_ms``) the prediction is the plain kernel sum.
+is chosen by K-fold cross-validation, the scales are bounded to [1/4, 4], ``d`` to [0, 50 us] and
+``c0`` to [0, 5 ms]. With no calibration (``a = 1``, ``d = 0``, ``c0 = overhead_ms``) the prediction is
+the plain kernel sum. Applied per kernel (scaled, plus ``d``), so every path that sums kernels (the batch
+tables, the service's stage latencies, any ONNX model) gets the same correction.
 
 The calibration set must not overlap the evaluation set: ``predictors eval --set calib`` measures
 subnets drawn with other seeds and named ``<hyperspace>-calib-<i>`` (see :func:`predictors.evaluate.eval_set`).
@@ -35,6 +39,7 @@ IO = "io"  # the pseudo kernel type of the network's input quantize / output deq
 LAMBDAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 SCALE_BOUNDS = (0.25, 4.0)
 FIXED_MAX_MS = 5.0
+PER_KERNEL_MAX_MS = 0.05
 
 
 class ModelCalibration(BaseModel):
@@ -43,6 +48,7 @@ class ModelCalibration(BaseModel):
     method: str = "relative-least-squares, ridge toward 1, K-fold lambda"
     scales: dict[str, float]  # per kernel type; a type not listed keeps scale 1
     io_scale: float = 1.0
+    per_kernel_ms: float = Field(0.0, ge=0)  # added to every kernel
     fixed_ms: float = Field(0.0, ge=0)  # per model, replaces the kernel-model overhead
     lam: float
     n_models: int
@@ -52,7 +58,7 @@ class ModelCalibration(BaseModel):
 
 
 def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
-    """Per network: [S_t for each kernel type..., io, 1], from the predictor's *uncalibrated* kernel sums."""
+    """Per network: [S_t for each kernel type..., io, n_kernels, 1], from *uncalibrated* kernel predictions."""
     from exporters.kernel_models import KernelConfig
     from profilers.boundary import kernel_elements
 
@@ -63,13 +69,14 @@ def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
         raise ValueError(f"calibration: kernel types without a forest in this predictor: {', '.join(unknown)}")
     types = sorted({c.type for c in flat})
     col = {t: i for i, t in enumerate(types)}
-    X = np.zeros((len(nets), len(types) + 2))
+    X = np.zeros((len(nets), len(types) + 3))
     pos = 0
     for i, cs in enumerate(per_net):
         for c, v in zip(cs, lat[pos:pos + len(cs)]):
             X[i, col[c.type]] += v
         pos += len(cs)
-        X[i, -2] = float(predictor.meta.boundary_ms(kernel_elements(cs[0])[0], kernel_elements(cs[-1])[1]))
+        X[i, -3] = float(predictor.meta.boundary_ms(kernel_elements(cs[0])[0], kernel_elements(cs[-1])[1]))
+        X[i, -2] = len(cs)
         X[i, -1] = 1.0
     return X, types
 
@@ -78,10 +85,10 @@ def _solve(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     from scipy.optimize import lsq_linear
 
     p = X.shape[1]
-    A = np.vstack([X / y[:, None], np.sqrt(lam) * np.eye(p)[:-1]])  # no ridge on the constant
-    b = np.concatenate([np.ones(len(y)), np.sqrt(lam) * np.ones(p - 1)])
-    lo = np.r_[np.full(p - 1, SCALE_BOUNDS[0]), 0.0]
-    hi = np.r_[np.full(p - 1, SCALE_BOUNDS[1]), FIXED_MAX_MS]
+    A = np.vstack([X / y[:, None], np.sqrt(lam) * np.eye(p)[:-2]])  # scales toward 1; no ridge on d and c0
+    b = np.concatenate([np.ones(len(y)), np.sqrt(lam) * np.ones(p - 2)])
+    lo = np.r_[np.full(p - 2, SCALE_BOUNDS[0]), 0.0, 0.0]
+    hi = np.r_[np.full(p - 2, SCALE_BOUNDS[1]), PER_KERNEL_MAX_MS, FIXED_MAX_MS]
     return lsq_linear(A, b, bounds=(lo, hi), method="bvls").x
 
 
@@ -112,7 +119,7 @@ def fit(X: np.ndarray, y: np.ndarray, types: list[str], overhead_ms: float = 0.0
         if best is None or m["rmspe"] < best[1]["rmspe"]:
             best = (lam, m)
     lam, cv = best
-    raw = X[:, :-1].sum(1) + overhead_ms
+    raw = X[:, :-2].sum(1) + overhead_ms
     return _solve(X, y, lam), lam, {"raw": _metrics(y, raw), "calibrated_out_of_fold": cv}
 
 
@@ -129,7 +136,7 @@ def calibrate(predictor, results: str | Path, folds: int = 5) -> ModelCalibratio
     X, types = design(predictor, nets)
     y = np.array([r["measured_ms"] for r in recs])
     beta, lam, cv = fit(X, y, types, predictor.meta.overhead_ms, folds)
-    return ModelCalibration(scales={t: float(a) for t, a in zip(types, beta)}, io_scale=float(beta[-2]),
-                            fixed_ms=float(beta[-1]), lam=lam, n_models=len(y),
+    return ModelCalibration(scales={t: float(a) for t, a in zip(types, beta)}, io_scale=float(beta[-3]),
+                            per_kernel_ms=float(beta[-2]), fixed_ms=float(beta[-1]), lam=lam, n_models=len(y),
                             data={"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
                             cv=cv, fitted_at=datetime.now(timezone.utc).isoformat())

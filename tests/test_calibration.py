@@ -20,10 +20,11 @@ FIXED = 0.2
 
 def test_fit_recovers_known_scales():
     rng = np.random.default_rng(0)
-    X = np.c_[rng.uniform(0.5, 5, (80, 4)), rng.uniform(0, 0.05, 80), np.ones(80)]
-    beta = np.array([1.3, 0.8, 1.0, 2.0, 1.0, 0.3])
+    X = np.c_[rng.uniform(0.5, 5, (80, 4)), rng.uniform(0, 0.05, 80), rng.integers(40, 120, 80), np.ones(80)]
+    beta = np.array([1.3, 0.8, 1.0, 2.0, 1.0, 0.004, 0.3])
     est, lam, cv = fit(X, X @ beta, ["a", "b", "c", "d"])
     assert np.allclose(est[:4], beta[:4], rtol=0.01) and est[-1] == pytest.approx(0.3, abs=0.02)
+    assert est[-2] == pytest.approx(0.004, abs=3e-4)
     assert cv["calibrated_out_of_fold"]["acc10"] == 1.0 and cv["raw"]["acc10"] < 0.5
     with pytest.raises(ValueError, match="at least 10 are needed"):
         fit(X[:6], (X @ beta)[:6], ["a", "b", "c", "d"])
