@@ -315,3 +315,16 @@ def test_per_work_target_extrapolates_where_plain_forests_cannot():
         preds[name] = from_target(name, rf.predict(features(big)), big)[0]
     truth = 0.002 * work(big)[0]
     assert abs(preds["log_ms_per_work"] / truth - 1) < 0.01 and preds["log_ms"] < 0.5 * truth
+
+
+def test_report_states_the_repeatability_of_its_ground_truth(tmp_path):
+    """Accuracy against a measurement is bounded by how repeatable the measurement is: the report says it."""
+    from predictors.evaluate import NOISE, report
+
+    recs = [{"name": f"onnxw-random-{i}", "ok": True, "predicted_ms": 10.0, "measured_ms": m, "rounds_ms": r}
+            for i, (m, r) in enumerate([(10.0, [10.0, 10.5, 10.2]), (9.0, [9.0, 12.0, 9.5]), (10.5, [10.5, 10.6, 10.5])])]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = report(tmp_path / "results.jsonl", tmp_path, "t")
+    assert s[NOISE]["n"] == 3 and s[NOISE]["rounds"] == 3 and s[NOISE]["within10"] == pytest.approx(2 / 3)
+    assert s[NOISE]["spread_median"] == pytest.approx(0.05) and s["random onnxw"]["acc10"] == pytest.approx(2 / 3)
+    assert "all their records within 10%" in (tmp_path / "report.md").read_text()
