@@ -117,7 +117,7 @@ def build_kernel_torch(cfg: KernelConfig) -> nn.Module:
     elif op == "add":
         m = _Add(act)
     elif op == "global":
-        m = _Lambda(lambda x: x.mean((2, 3), keepdim=True))
+        m = _Lambda(lambda x: nn.functional.adaptive_avg_pool2d(x, 1))  # GlobalAveragePool, as in the networks
     elif op == "fc":
         m = nn.Linear(cfg.cin, cfg.cout)
     elif op == "act":
