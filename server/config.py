@@ -48,6 +48,8 @@ class Settings(BaseModel):
                 kw[name] = int(env[key])
         if env.get("HIL_PREDICTOR_DIR"):
             kw["predictor_dir"] = Path(env["HIL_PREDICTOR_DIR"])
+        if env.get("HIL_SERVE_BUNDLED"):  # 0: ignore predictors/bundled (profile this host even if one is shipped)
+            kw["serve_bundled"] = env["HIL_SERVE_BUNDLED"].lower() not in ("0", "false", "no")
         if env.get("HIL_AUTO_PROFILE"):
             kw["auto_profile"] = env["HIL_AUTO_PROFILE"].lower() not in ("0", "false", "no")
         kw.update(overrides)

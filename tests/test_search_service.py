@@ -169,7 +169,7 @@ def test_search_subnet_export_and_measure_on_this_host(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     svc = Service(tmp_path, f"sqlite:///{tmp_path / 'hil.db'}")
-    svc.env["HIL_AUTO_PROFILE"], svc.env["HIL_PROFILE_PER_TYPE"] = "1", "5"
+    svc.env["HIL_AUTO_PROFILE"], svc.env["HIL_PROFILE_PER_TYPE"], svc.env["HIL_SERVE_BUNDLED"] = "1", "5", "0"
     try:
         svc.start_server()
         svc.start_agent(svc.token("agent", "a1"), "a1")

@@ -241,15 +241,15 @@ def test_stage_predictions_add_up_to_the_subnet(client):
     assert r.status_code == 200, r.text
     whole = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE,
                                                   "archs": [arch]}).json()["latencies_ms"][0]
-    meta = client.app_state.registry.get(BUNDLED_DEVICE).predictor.meta
     from profilers.boundary import kernel_elements
 
     kernels = net.kernels()
     from exporters.kernel_models import KernelConfig
 
-    io = float(meta.boundary_ms(kernel_elements(KernelConfig.from_kernel(kernels[0]))[0],
+    pred = client.app_state.registry.get(BUNDLED_DEVICE).predictor
+    fixed = float(pred.fixed_ms(kernel_elements(KernelConfig.from_kernel(kernels[0]))[0],
                                 kernel_elements(KernelConfig.from_kernel(kernels[-1]))[1]))
-    assert sum(r.json()["latencies_ms"]) + meta.overhead_ms + io == pytest.approx(whole, rel=1e-9)
+    assert sum(r.json()["latencies_ms"]) + fixed == pytest.approx(whole, rel=1e-9)
     bad = client.post("/predict_latency/stages", json={"device": BUNDLED_DEVICE, "hyperspace": "onnxw", "stages": [
         items[2], {"stage": "stage3", "block": 2, "arch": "4#32#4", "input": [32, 40]}]})
     assert bad.status_code == 422 and bad.json()["field"] == "stages[1]" and "allowed: 3, 5" in bad.text

@@ -190,7 +190,8 @@ def test_main_job_profiles_trains_and_serves(tmp_path):
     """`python -m server up` on a fresh folder: a small profiling campaign on this host, then its predictor
     is trained and served (and still served after a restart)."""
     port = _free_port()
-    env = {**os.environ, "HIL_VAR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)}
+    # HIL_SERVE_BUNDLED=0: this host may have a bundled predictor (the session that measured it ran here)
+    env = {**os.environ, "HIL_VAR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT), "HIL_SERVE_BUNDLED": "0"}
     env.pop("DATABASE_URL", None)
     out = subprocess.run([sys.executable, "-m", "server", "up", "--port", str(port), "--per-type", "5",
                           "--kernel-types", "conv-bn-relu,global-avgpool,fc", "--backends", "onnxruntime-cpu",
@@ -198,6 +199,7 @@ def test_main_job_profiles_trains_and_serves(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "predictor v1 is served" in out.stderr
     svc = Service(tmp_path, f"sqlite:///{tmp_path / 'var' / 'hil.db'}")
+    svc.env["HIL_SERVE_BUNDLED"] = "0"
     try:
         svc.start_server()
         from profilers.fingerprint import device_slug, local_fingerprint
