@@ -180,6 +180,8 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              rounds: int = typer.Option(3, "--rounds", min=1, help="records per network, spread over time; the "
                                         "fastest counts (one record is too noisy on a shared VM)"),
              block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block"),
+             quiet_rounds: bool = typer.Option(True, "--quiet-rounds/--no-quiet-rounds", help="rounds after the "
+                                               "first wait until the next block's exports are done"),
              set_: str = typer.Option("random", "--set", help="random: the held-out evaluation set; calib: the "
                                       "calibration set (other seeds) for `predictors calibrate`"),
              save_eval: bool = typer.Option(False, "--save-eval", help="also write the summary as eval.json beside "
@@ -217,7 +219,7 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
                   TextColumn("{task.fields[last]}"), console=err) as prog:
         task = prog.add_task("eval", total=len(items), last="")
         run(p, backend, items, out / "results.jsonl", budget_s=budget_min * 60 if budget_min else None,
-            rounds=rounds, block=block,
+            rounds=rounds, block=block, quiet_rounds=quiet_rounds,
             progress=lambda i, tot, r: prog.update(
                 task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
                                         f"measured {r['measured_ms'] or float('nan'):.2f} ms"))

@@ -90,8 +90,12 @@ def _blocks(it, size: int):
         yield block
 
 
+QUIET_WAIT_S = 120.0
+
+
 def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protocol: Protocol | None = None,
-             progress=None, budget_s: float | None = None, rounds: int = 3, block: int = 8) -> Path:
+             progress=None, budget_s: float | None = None, rounds: int = 3, block: int = 8,
+             quiet_rounds: bool = True) -> Path:
     """Export and measure ``items`` end to end, one JSON line per item in ``out`` (resumable).
 
     One record of a network is not ground truth on a shared VM: on the Xeon, SEQnet@vnni-A0's p10 varied
@@ -100,6 +104,12 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     fastest p10 (``measured_ms``; every round is in ``rounds_ms``). From that noise data, the fastest of 3
     records has a CV of about 4.4%, of 5 about 3.3%. The next block is exported on the other core meanwhile,
     so with 3 rounds an evaluation is still about as fast as its exports.
+
+    Exports share the L3 cache and memory bandwidth with the measured core, and they come and go: on the AMD
+    EPYC (Zen 5) calibration set, the round during which the next block was still exporting was up to 17% slower
+    than a round after it (mobilew-calib-6: 8.10, 7.96, then 6.69 ms), and the third round was the fastest for 52%
+    of the networks. So with ``quiet_rounds`` the first round runs beside the exports and every later round waits
+    until the exporter is idle (``quiet_rounds`` in each record says which ones were).
     """
     from exporters.onnx_export import export_onnx
     from exporters.tflite_export import export_tflite
@@ -133,7 +143,8 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
             return path
 
         deadline = time.monotonic() + budget_s if budget_s else None
-        for chunk in _blocks(Prefetcher(export, todo, avoid_core=prof.core, depth=block), block):
+        prefetch = Prefetcher(export, todo, avoid_core=prof.core, depth=block)
+        for chunk in _blocks(prefetch, block):
             if deadline is not None and time.monotonic() > deadline:
                 break  # resumable: the next run continues with this block
             recs = []
@@ -155,7 +166,8 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                 else:
                     rec.update(rounds_ms=[], stable=False, ok=True, error=None)
                 recs.append((i, rec, path))
-            for _ in range(rounds):  # interleaved: records of one network are a block's length apart
+            for rnd in range(rounds):  # interleaved: records of one network are a block's length apart
+                quiet = rnd > 0 and quiet_rounds and prefetch.wait_idle(QUIET_WAIT_S)
                 for _, rec, path in recs:
                     if not rec["ok"]:  # export failures are already ok=False
                         continue
@@ -164,6 +176,7 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                         rec.update(ok=False, error=m.error, measured_ms=None)
                         continue
                     rec["rounds_ms"].append(m.latency_ms)
+                    rec.setdefault("quiet_rounds", []).append(bool(quiet))
                     rec["stable"] = rec["stable"] or m.stable
             with open(out, "a") as f:
                 for i, rec, path in recs:

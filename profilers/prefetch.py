@@ -38,6 +38,7 @@ class Prefetcher(Generic[T, R]):
         self._fn, self._items, self._avoid = fn, items, avoid_core
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        self._idle = threading.Event()  # set while the worker computes nothing (queue full, or done)
         self._thread = threading.Thread(target=self._run, name="prefetch-export", daemon=True)
 
     def _pin(self) -> None:
@@ -56,6 +57,7 @@ class Prefetcher(Generic[T, R]):
             for item in self._items:
                 if self._stop.is_set():
                     return
+                self._idle.clear()
                 try:
                     res: object = self._fn(item)
                 except Exception as e:  # noqa: BLE001 - handed to the consumer as data
@@ -65,9 +67,16 @@ class Prefetcher(Generic[T, R]):
                         self._q.put((item, res), timeout=0.2)
                         break
                     except queue.Full:
+                        self._idle.set()  # blocked until the consumer takes one
                         continue
         finally:
+            self._idle.set()
             self._q.put(_DONE)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the worker is idle (its queue is full or its items are done): measurements taken then
+        share the machine with nothing of ours. Returns False on timeout."""
+        return self._idle.wait(timeout)
 
     def __iter__(self) -> Iterator[tuple[T, R | Exception]]:
         self._thread.start()

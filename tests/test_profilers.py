@@ -265,6 +265,27 @@ def test_prefetcher_keeps_order_returns_errors_and_avoids_the_profiler_core():
         Prefetcher(fn, [], depth=0)
 
 
+def test_prefetcher_says_when_it_is_idle():
+    """Evaluation rounds after the first wait for this: measured while nothing of ours runs beside them."""
+    import threading
+
+    from profilers.prefetch import Prefetcher
+
+    gate = threading.Event()
+
+    def slow(i):
+        gate.wait(5)
+        return i
+
+    p = Prefetcher(slow, range(6), depth=2)
+    it = iter(p)
+    assert not p.wait_idle(0.3)  # the worker is busy (blocked inside an export)
+    gate.set()
+    assert next(it) == (0, 0)
+    assert p.wait_idle(5)  # queue full: the worker waits for the consumer
+    assert [i for i, _ in it] == [1, 2, 3, 4, 5] and p.wait_idle(0)  # done: idle for good
+
+
 def test_device_slug_separates_machines(tmp_path):
     from profilers.collect import collect
     from profilers.fingerprint import Fingerprint, device_slug, local_fingerprint
