@@ -228,6 +228,30 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     typer.echo(json.dumps(summary, indent=1))
 
 
+@app.command()
+def agreement(first: Path, second: Path,
+              out: Optional[Path] = typer.Option(None, "--out", help="also write the figures as JSON here")):
+    """How two measurement runs of the same networks agree (two results.jsonl): the ceiling of any predictor."""
+    from .evaluate import agreement as run
+
+    for f in (first, second):
+        if not f.is_file():
+            err.print(f"[bold red]error:[/] {f}: not found; give two results.jsonl of `predictors eval` runs")
+            raise typer.Exit(2)
+    try:
+        a = run(first, second)
+    except ValueError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+    err.print(f"{a['n']} networks measured twice: second/first median {a['drift']:.3f}; within ±10% {a['acc10']:.1%} "
+              f"(±5% {a['acc5']:.1%}), RMSPE {a['rmspe']:.3f}; with the median drift divided out, within ±10% "
+              f"{a['acc10_drift_removed']:.1%} (±5% {a['acc5_drift_removed']:.1%})")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"first": str(first), "second": str(second), **a}, indent=1) + "\n")
+    typer.echo(json.dumps(a, indent=1))
+
+
 def _save_eval(spec: str, p, summary: dict, out: Path, save: bool) -> None:
     """eval.json beside the predictor: what GET /predictors shows as its end-to-end accuracy."""
     if not save:

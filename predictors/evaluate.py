@@ -259,6 +259,34 @@ def report_markdown(summary: dict, title: str) -> str:
     return f"# {title}\n\n" + "\n".join(rows) + "\n\n![predicted vs measured](scatter.png)\n"
 
 
+def agreement(first: str | Path, second: str | Path) -> dict:
+    """How two measurement runs of the same networks agree: the ceiling of any predictor's accuracy.
+
+    A predictor is judged against measurements; if the same networks, measured again by the same protocol
+    some minutes later, agree within +-10% only so often, no predictor can be shown to do better against
+    either run. ``drift`` is the median ratio second/first (the machine as a whole got faster or slower);
+    ``*_drift_removed`` are the shares after dividing it out."""
+    def load(path):
+        out = {}
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line) if line.strip() else None
+            if r and r.get("ok") and r.get("measured_ms"):
+                out[r["name"]] = r["measured_ms"]
+        return out
+
+    a, b = load(first), load(second)
+    names = sorted(set(a) & set(b))
+    if len(names) < 2:
+        raise ValueError(f"agreement: {first} and {second} share {len(names)} measured networks; at least 2 are needed")
+    x = np.array([b[n] / a[n] for n in names])
+    drift = float(np.median(x))
+    rel, rel_d = x - 1, x / drift - 1
+    return {"n": len(names), "drift": drift, "rmspe": float(np.sqrt(np.mean(rel ** 2))),
+            "acc5": float(np.mean(np.abs(rel) <= 0.05)), "acc10": float(np.mean(np.abs(rel) <= 0.10)),
+            "acc5_drift_removed": float(np.mean(np.abs(rel_d) <= 0.05)),
+            "acc10_drift_removed": float(np.mean(np.abs(rel_d) <= 0.10))}
+
+
 def _predict_subnet(tables: dict[str, LayerTable], predictor: Predictor, space: str, arch: str) -> float:
     """Predicted latency of one subnet; one LayerTable per space, built on first use."""
     sp = SearchSpace.parse(space)

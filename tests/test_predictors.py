@@ -328,3 +328,23 @@ def test_report_states_the_repeatability_of_its_ground_truth(tmp_path):
     assert s[NOISE]["n"] == 3 and s[NOISE]["rounds"] == 3 and s[NOISE]["within10"] == pytest.approx(2 / 3)
     assert s[NOISE]["spread_median"] == pytest.approx(0.05) and s["random onnxw"]["acc10"] == pytest.approx(2 / 3)
     assert "all their records within 10%" in (tmp_path / "report.md").read_text()
+
+
+def test_agreement_of_two_measurement_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from predictors.__main__ import app
+
+    def run(path, ms):
+        path.write_text("".join(json.dumps({"name": f"n{i}", "ok": True, "measured_ms": m}) + "\n" for i, m in enumerate(ms)))
+        return path
+
+    a = run(tmp_path / "a.jsonl", [10.0, 10.0, 10.0, 10.0])
+    b = run(tmp_path / "b.jsonl", [10.4, 10.6, 11.3, 10.5])  # drift 1.055; one network 13% off
+    r = CliRunner().invoke(app, ["agreement", str(a), str(b), "--out", str(tmp_path / "ag.json")])
+    assert r.exit_code == 0, r.output
+    ag = json.loads((tmp_path / "ag.json").read_text())
+    assert ag["n"] == 4 and ag["drift"] == pytest.approx(1.055) and ag["acc10"] == 0.75 and ag["acc5"] == 0.25
+    assert ag["acc10_drift_removed"] == 1.0
+    r = CliRunner().invoke(app, ["agreement", str(a), str(run(tmp_path / "c.jsonl", [1.0][:0]))])
+    assert r.exit_code == 2 and "at least 2" in r.output
