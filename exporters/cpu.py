@@ -16,6 +16,10 @@ class CpuInfo(BaseModel):
     arch: str
     flags: list[str]
     cores: int
+    #: x86 CPUID family and model (``cpu family`` / ``model`` in /proc/cpuinfo). Cloud VMs often report a bare
+    #: brand ("AMD EPYC"): then these are what tells a Zen 4 from a Zen 5, whose INT8 kernels differ.
+    family: int | None = None
+    model_id: int | None = None
 
     @property
     def vnni(self) -> bool:
@@ -25,6 +29,7 @@ class CpuInfo(BaseModel):
 @lru_cache(maxsize=1)
 def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> CpuInfo:
     model, flags = platform.processor() or "unknown", set()
+    family = model_id = None
     p = Path(cpuinfo_path)
     if p.exists():
         for line in p.read_text(errors="replace").splitlines():
@@ -34,7 +39,11 @@ def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> CpuInfo:
                 model = val.strip()
             elif key in ("flags", "features"):
                 flags.update(val.split())
+            elif key == "cpu family" and family is None and val.strip().isdigit():
+                family = int(val)
+            elif key == "model" and model_id is None and val.strip().isdigit():
+                model_id = int(val)
     import os
 
     return CpuInfo(model=model, arch=platform.machine(), flags=sorted(f for f in flags if f in INTERESTING_FLAGS),
-                   cores=os.cpu_count() or 1)
+                   cores=os.cpu_count() or 1, family=family, model_id=model_id)

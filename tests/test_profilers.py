@@ -290,6 +290,32 @@ def test_prefetcher_says_when_it_is_idle():
     assert [i for i, _ in it] == [1, 2, 3, 4, 5] and p.wait_idle(0)  # done: idle for good
 
 
+def test_device_slug_names_the_core_generation_of_a_bare_brand():
+    """Two sessions' hosts both said "AMD EPYC" with AVX-512 VNNI: a Zen 5 (family 26) and a Zen 4 (family 25,
+    model 17). Their kernels differ, so their predictors must live apart."""
+    from exporters.cpu import cpu_info
+    from profilers.fingerprint import Fingerprint, device_slug, microarchitecture
+
+    base = dict(backend="onnxruntime-cpu", arch="x86_64", cores=2, runtime="onnxruntime", runtime_version="1",
+                os="Linux", hostname="h", cpu_model="AMD EPYC", flags=["avx2", "avx512f", "avx512_vnni"])
+    zen4, zen5 = Fingerprint(cpu_family=25, cpu_model_id=17, **base), Fingerprint(cpu_family=26, **base)
+    assert (device_slug(zen4), device_slug(zen5)) == ("amd-epyc-zen4-vnni", "amd-epyc-zen5-vnni")
+    assert zen4.hash() != zen5.hash()
+    # records from before the family was read keep their slug and their hash
+    old = Fingerprint(**base)
+    assert device_slug(old) == "amd-epyc-vnni" and old.hash() == Fingerprint(**base, cpu_family=None).hash()
+    # a brand with a model or a clock in it keeps its name (the Xeon folder is intel-xeon-2.80ghz-vnni)
+    xeon = Fingerprint(**{**base, "cpu_model": "Intel(R) Xeon(R) Processor @ 2.80GHz"}, cpu_family=6, cpu_model_id=207)
+    assert device_slug(xeon) == "intel-xeon-2.80ghz-vnni"
+    assert microarchitecture("intel-xeon-processor", 6, 0xCF) == "emeraldrapids"
+    assert microarchitecture("amd-epyc", 25, 1) == "zen3" and microarchitecture("amd-epyc", 25, 0x90) == "f25m144"
+    assert microarchitecture("hygon", 24, None) == "f24" and microarchitecture("amd-epyc", None, None) is None
+    # and this host's /proc/cpuinfo gives both numbers on x86
+    info = cpu_info()
+    if info.arch == "x86_64":
+        assert info.family is not None and info.model_id is not None
+
+
 def test_device_slug_separates_machines(tmp_path):
     from profilers.collect import collect
     from profilers.fingerprint import Fingerprint, device_slug, local_fingerprint
