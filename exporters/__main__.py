@@ -76,6 +76,8 @@ def _print(res, as_json: bool) -> None:
     t.add_row("ops", ", ".join(f"{k} x{v}" for k, v in res.ops.items()))
     t.add_row("time", f"{res.seconds:.1f} s")
     Console().print(t)
+    for w in res.warnings:
+        Console(stderr=True).print(f"[bold yellow]warning:[/] {w}")
 
 
 def _export(fmt: str, space: str, arch, sample, seed, fp32, recipe, calib_dir, calib_samples, out, as_json):

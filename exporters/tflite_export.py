@@ -15,7 +15,7 @@ from pathlib import Path
 from spaces import Network
 
 from .calibration import Calibration, MultiCalibration
-from .result import ExportResult, tflite_ops
+from .result import ExportResult, tflite_ops, xnnpack_problems
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -84,6 +84,7 @@ def export_tflite_model(keras_model, out: str | Path, fp32: bool = False,
     out = convert_keras(keras_model, out, fp32, calib)
     return ExportResult(path=str(out), format="tflite", precision="fp32" if fp32 else "int8",
                         size_bytes=out.stat().st_size, ops=tflite_ops(out),
+                        warnings=[] if fp32 else xnnpack_problems(out),
                         calibration=calib.describe() if calib else None, input_shape=list(shapes[0]),
                         seconds=round(time.perf_counter() - t0, 3))
 

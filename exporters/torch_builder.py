@@ -195,6 +195,34 @@ def randomize_trained_like(model: SubnetModel, seed: int | None = 0, batches: in
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.1
+    # both kinds of input an export calibrates with: clipped Gaussian noise (the default) and image-like
+    wake = torch.cat([torch.randn((batch, *shape[1:]), generator=g).clamp(-2.5, 2.5),
+                      smooth_images(batch, shape[-1], seed=(seed or 0) + 1)])
+    _wake_se_squeezes(model, wake)
+
+
+@torch.no_grad()
+def _wake_se_squeezes(model: SubnetModel, x: Tensor) -> None:
+    """Shift each SE squeeze's bias so that its ReLU is alive on image-like inputs.
+
+    The squeeze sees the pooled features, which hardly differ between images, so with random weights a channel
+    is dead for every input with probability about 1/2, and a whole squeeze (8-40 channels) often enough
+    that about 1 random subnet in 80 had one (onnxw-calib-32 on the Zen 4 host). Its INT8 output then has a
+    degenerate scale (7.8e-9), the conv's requantization scale becomes 3,462, over XNNPACK's limit of 256, and
+    LiteRT refuses to load the whole model ("failed to create XNNPACK runtime"). A trained SE is not dead."""
+    pre: list[Tensor] = []
+    hooks = [m.reduce.register_forward_hook(lambda _m, _i, out: pre.append(out)) for m in model.modules()
+             if isinstance(m, SE)]
+    if not hooks:
+        return
+    model(x)
+    for h in hooks:
+        h.remove()
+    squeezes = [m.reduce for m in model.modules() if isinstance(m, SE)]
+    for conv, out in zip(squeezes, pre):
+        lo = out.amin(dim=(0, 2, 3))
+        spread = out.std().clamp(min=1e-3)
+        conv.bias.add_((0.5 * spread - lo).clamp(min=0))  # every channel half a std above zero, on all inputs
 
 
 def smooth_images(n: int, resolution: int, seed: int = 0, noise: float = 0.3) -> torch.Tensor:

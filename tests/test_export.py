@@ -256,3 +256,45 @@ def test_tflite_concrete_function_path_equals_keras_converter(tmp_path, cfg):
         it.invoke()
         outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
     assert outs[0].dtype == np.int8 and np.array_equal(outs[0], outs[1])
+
+
+def test_trained_like_se_squeezes_are_alive():
+    """onnxw-calib-32 had an SE squeeze dead for every input; its INT8 TFLite file then had a requantization
+    scale of 3,462 and LiteRT refused to load it with XNNPACK. Every squeeze channel is now alive."""
+    from exporters.torch_builder import SE
+
+    net = resolve("onnxw-432331-112001", "d1#1#4#4#5#3#5#1_k3#3#5#3#3#5#5#7#3#5#3#5#3#5#3#5#5#7#7#7#7#5#5#5_"
+                  "w32#16#48#48#48#48#48#48#64#64#96#112#96#128#128#112#144#112#208#240#240#240#208#416_"
+                  "e0#0.5#1.0#1.0#0.5#0.5#1.5#1.0#1.5#1.5#4.0#4.0#4.0#8.0#8.0#1.0#1.0#1.0#1.0#1.0#1.0#0.5#0.5#6.0_r208")
+    model = build_torch(net, seed=0)
+    outs = []
+    hooks = [m.reduce.register_forward_hook(lambda _m, _i, o: outs.append(o)) for m in model.modules()
+             if isinstance(m, SE)]
+    with torch.no_grad():
+        model(smooth_images(4, 208, seed=3))
+    for h in hooks:
+        h.remove()
+    assert len(outs) >= 5
+    for o in outs:  # every channel of every squeeze passes its ReLU for image-like inputs
+        assert (o.amax(dim=(0, 2, 3)) > 0).all()
+
+
+def test_xnnpack_refusal_is_a_warning_of_the_export(tmp_path):
+    """A conv whose ReLU is dead on all calibration data gets a degenerate output scale; XNNPACK refuses the
+    requantization and LiteRT the whole model. The export says so, naming the op (a real LiteRT check)."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from exporters.tflite_export import export_tflite_model
+
+    x = keras.Input((8, 8, 16))
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    dead = keras.layers.Conv2D(8, 1, activation="relu", bias_initializer=keras.initializers.Constant(-1e3))(h)
+    y = keras.layers.Conv2D(16, 1)(dead)
+    res = export_tflite_model(keras.Model(x, keras.layers.Add()([h, y])), tmp_path / "dead.tflite")
+    assert len(res.warnings) == 1 and "CONV_2D" in res.warnings[0] and "XNNPACK" in res.warnings[0]
+    with pytest.raises(Exception, match="XNNPACK|delegate"):
+        Interpreter(model_path=res.path, num_threads=1).allocate_tensors()
+    ok = export_tflite_model(keras.Model(x, h), tmp_path / "ok.tflite")
+    assert ok.warnings == []
+    Interpreter(model_path=ok.path, num_threads=1).allocate_tensors()
