@@ -178,7 +178,11 @@ def export_kernel(cfg: KernelConfig, fmt: str, out: str | Path, fp32: bool = Fal
 
         return export_onnx_model(build_kernel_torch(cfg), cfg.input_shapes(), out, fp32, recipe)
     if fmt == "tflite":
-        from .tflite_export import export_tflite_model
+        from .tflite_export import export_tflite_model, release_keras
 
-        return export_tflite_model(build_kernel_keras(cfg), out, fp32)
+        km = build_kernel_keras(cfg)
+        try:
+            return export_tflite_model(km, out, fp32)
+        finally:
+            release_keras(km)
     raise ValueError(f"format: {fmt!r} is not allowed; allowed: onnx, tflite")

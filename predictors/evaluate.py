@@ -76,12 +76,15 @@ def _keras_app(name: str, out: Path) -> Path:
     application's total was withheld (the first run on the Zen 4 host)."""
     import keras
 
-    from exporters.tflite_export import export_tflite_model
+    from exporters.tflite_export import export_tflite_model, release_keras
 
     kw = {"include_preprocessing": False} if name.startswith("MobileNetV3") else {}
     model = getattr(keras.applications, name)(weights=None, input_shape=(224, 224, 3), classifier_activation=None,
                                               **kw)
-    return Path(export_tflite_model(model, out).path)
+    try:
+        return Path(export_tflite_model(model, out).path)
+    finally:
+        release_keras(model)
 
 
 def _blocks(it, size: int):
