@@ -20,9 +20,9 @@ from .artifact import Predictor
 BUNDLED = Path(__file__).parent / "bundled"
 
 
-def bundled_predictors() -> list[str]:
-    """``<device>/<backend>`` of every bundled predictor."""
-    return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in BUNDLED.glob("*/*/metadata.json"))
+def bundled_predictors(backend: str | None = None) -> list[str]:
+    """``<device>/<backend>`` of every bundled predictor (of one backend if given)."""
+    return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in BUNDLED.glob(f"*/{backend or '*'}/metadata.json"))
 
 
 def local_device(backend: str) -> str:

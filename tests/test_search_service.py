@@ -18,7 +18,7 @@ from search.client import LatencyClient
 from server.app import create_app
 from server.config import Settings
 
-SPEC = bundled_predictors()[0]
+SPEC = bundled_predictors("onnxruntime-cpu")[0]
 DEVICE = "{1}@{0}".format(*SPEC.split("/"))
 runner = CliRunner()
 

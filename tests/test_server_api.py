@@ -17,7 +17,7 @@ from spaces.sampling import sample_subnet
 
 SPACE = "onnxw-151122-023231"
 ADMIN = "test-admin-token"
-BUNDLED_SPEC = bundled_predictors()[0]
+BUNDLED_SPEC = bundled_predictors("onnxruntime-cpu")[0]  # these tests send ONNX models (a tflite one may sort first)
 BUNDLED_DEVICE = "{1}@{0}".format(*BUNDLED_SPEC.split("/"))
 
 

@@ -151,7 +151,7 @@ def test_measure_kill_agent_kill_server(service, int8_model):
     # 4. and the same model gets a prediction (bundled predictor; this host's own comes from the main job)
     from predictors.bundled import bundled_predictors
 
-    slug, backend = bundled_predictors()[0].split("/")
+    slug, backend = bundled_predictors("onnxruntime-cpu")[0].split("/")
     r = svc.http.post(f"/predict_latency/onnx?device={backend}@{slug}", content=int8_model)
     assert r.status_code == 200 and r.json()["latency_ms"] > 0
 
