@@ -184,5 +184,5 @@ def export_kernel(cfg: KernelConfig, fmt: str, out: str | Path, fp32: bool = Fal
         try:
             return export_tflite_model(km, out, fp32)
         finally:
-            release_keras(km)
+            release_keras()
     raise ValueError(f"format: {fmt!r} is not allowed; allowed: onnx, tflite")

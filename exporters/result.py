@@ -36,15 +36,21 @@ def tflite_ops(path: str | Path) -> dict[str, int]:
     return dict(Counter(op["op_name"] for op in tflite_op_details(path)).most_common())
 
 
-def tflite_op_details(path: str | Path) -> list[dict]:
-    """Ops of the flatbuffer as the interpreter sees them, without the XNNPACK delegate rewriting them."""
+def _ops_and_tensors(path: str | Path) -> tuple[list[dict], dict[int, dict]]:
+    """Ops and tensors (by index) of the flatbuffer as the interpreter sees them, without the XNNPACK
+    delegate rewriting them."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     it = Interpreter(model_path=str(path), num_threads=1,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
     tensors = {t["index"]: t for t in it.get_tensor_details()}
-    ops = it._get_ops_details()  # noqa: SLF001 - the public API has no op list
+    return it._get_ops_details(), tensors  # noqa: SLF001 - the public API has no op list
+
+
+def tflite_op_details(path: str | Path) -> list[dict]:
+    """Ops of the flatbuffer as the interpreter sees them, with their input and output dtypes."""
+    ops, tensors = _ops_and_tensors(path)
     for op in ops:
         op["input_dtypes"] = [tensors[i]["dtype"].__name__ if i >= 0 else None for i in op["inputs"]]
         op["output_dtypes"] = [tensors[i]["dtype"].__name__ for i in op["outputs"]]
@@ -62,13 +68,9 @@ def xnnpack_problems(path: str | Path) -> list[str]:
     likely cause; empty when LiteRT will load the model with XNNPACK."""
     import numpy as np
 
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path), num_threads=1,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    ops, tensors = _ops_and_tensors(path)
     out = []
-    for op in it._get_ops_details():  # noqa: SLF001 - the public API has no op list
+    for op in ops:
         if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
             continue
         x, w, y = (tensors[i] for i in (op["inputs"][0], op["inputs"][1], op["outputs"][0]))

@@ -49,7 +49,7 @@ def convert_keras(keras_model, out: str | Path, fp32: bool = False,
     ``from_keras_model`` does the same work through a Keras SavedModel export archive (seven traced
     functions, written to disk and read back): measured on two random subnets, 2.3-2.6x slower in all
     (onnxw-random-1: 55.9 s to 21.1 s, mobilew-random-0: 54.5 s to 23.8 s, build included, one core shared
-    with a profiling campaign), with bit-identical outputs and the same ops (``tests/test_exporters.py``)."""
+    with a profiling campaign), with bit-identical outputs and the same ops (``tests/test_export.py``)."""
     import tensorflow as tf
 
     out = Path(out)
@@ -101,19 +101,19 @@ def export_tflite(net: Network, out: str | Path, fp32: bool = False, calibration
     try:
         return export_tflite_model(km, out, fp32, calibration).model_copy(update=net_fields(net))
     finally:
-        release_keras(km)
+        release_keras()
 
 
-def release_keras(model) -> None:
-    """Forget a Keras model that this process built only to convert it.
+def release_keras() -> None:
+    """Drop Keras' global state after converting a model that this process built only to convert.
 
     Keras keeps every model it builds in its global state, and TF keeps their traced graphs: an evaluation
     exporting subnet after subnet in one process grew to 24 GB and was killed by the OOM killer after 150
-    networks (Zen 4 host). ``clear_session`` drops that state; callers that own a model release it themselves."""
+    networks (Zen 4 host). Called by the functions that build their own model (not by
+    :func:`export_tflite_model`, whose caller owns the model and may still use it)."""
     import gc
 
     import keras
 
-    del model
     keras.backend.clear_session(free_memory=True)
     gc.collect()

@@ -210,15 +210,14 @@ def _wake_se_squeezes(model: SubnetModel, x: Tensor) -> None:
     that about 1 random subnet in 80 had one (onnxw-calib-32 on the Zen 4 host). Its INT8 output then has a
     degenerate scale (7.8e-9), the conv's requantization scale becomes 3,462, over XNNPACK's limit of 256, and
     LiteRT refuses to load the whole model ("failed to create XNNPACK runtime"). A trained SE is not dead."""
-    pre: list[Tensor] = []
-    hooks = [m.reduce.register_forward_hook(lambda _m, _i, out: pre.append(out)) for m in model.modules()
-             if isinstance(m, SE)]
-    if not hooks:
+    squeezes = [m.reduce for m in model.modules() if isinstance(m, SE)]
+    if not squeezes:
         return
+    pre: list[Tensor] = []
+    hooks = [conv.register_forward_hook(lambda _m, _i, out: pre.append(out)) for conv in squeezes]
     model(x)
     for h in hooks:
         h.remove()
-    squeezes = [m.reduce for m in model.modules() if isinstance(m, SE)]
     for conv, out in zip(squeezes, pre):
         lo = out.amin(dim=(0, 2, 3))
         spread = out.std().clamp(min=1e-3)

@@ -22,7 +22,8 @@ BUNDLED = Path(__file__).parent / "bundled"
 
 def bundled_predictors(backend: str | None = None) -> list[str]:
     """``<device>/<backend>`` of every bundled predictor (of one backend if given)."""
-    return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in BUNDLED.glob(f"*/{backend or '*'}/metadata.json"))
+    found = BUNDLED.glob(f"*/{backend or '*'}/metadata.json")
+    return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in found)
 
 
 def local_device(backend: str) -> str:

@@ -84,7 +84,7 @@ def _keras_app(name: str, out: Path) -> Path:
     try:
         return Path(export_tflite_model(model, out).path)
     finally:
-        release_keras(model)
+        release_keras()
 
 
 def _blocks(it, size: int):

@@ -72,7 +72,8 @@ def local_fingerprint(backend: str, core: int | None = None) -> Fingerprint:
     base = f"/sys/devices/system/cpu/cpu{c}/cpufreq/"
     as_int = lambda s: int(s) if s and s.isdigit() else None  # noqa: E731
     return Fingerprint(
-        backend=backend, cpu_model=cpu.model, arch=cpu.arch, cpu_family=cpu.family, cpu_model_id=cpu.model_id, flags=cpu.flags, cores=cpu.cores, core=core,
+        backend=backend, cpu_model=cpu.model, arch=cpu.arch, cpu_family=cpu.family, cpu_model_id=cpu.model_id,
+        flags=cpu.flags, cores=cpu.cores, core=core,
         runtime=runtime, runtime_version=_version(dist), governor=_read(base + "scaling_governor"),
         freq_khz=as_int(_read(base + "scaling_cur_freq")), freq_min_khz=as_int(_read(base + "scaling_min_freq")),
         freq_max_khz=as_int(_read(base + "scaling_max_freq")),
