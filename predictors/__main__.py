@@ -182,6 +182,10 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block"),
              quiet_rounds: bool = typer.Option(True, "--quiet-rounds/--no-quiet-rounds", help="rounds after the "
                                                "first wait until the next block's exports are done"),
+             anchor: bool = typer.Option(True, "--anchor/--no-anchor", help="measure the backend's anchor network "
+                                         "beside every block and also report anchored latencies (predictors/anchor.py)"),
+             retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed", help="a resumed run tries "
+                                               "networks that failed before (export error, runtime crash) again"),
              set_: str = typer.Option("random", "--set", help="random: the held-out evaluation set; calib: the "
                                       "calibration set (other seeds) for `predictors calibrate`"),
              save_eval: bool = typer.Option(False, "--save-eval", help="also write the summary as eval.json beside "
@@ -195,11 +199,13 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     p = _load(predictor)
     title = f"{p.meta.device} {p.meta.backend}: predicted vs measured INT8" + (
         f" (calibrated on {p.meta.calibration.n_models} networks)" if p.meta.calibration else " (kernel sum)")
+    # Judged anchored in the machine state of the predictor's own calibration, where it has one (predictors/anchor.py)
+    ref = p.meta.calibration.anchor_ref_ms if p.meta.calibration and set_ == "random" else None
     if repredict_from is not None:
         from .evaluate import repredict
 
         repredict(p, repredict_from, out / "results.jsonl")
-        summary = report(out / "results.jsonl", out, title)
+        summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref)
         _save_eval(predictor, p, summary, out, save_eval)
         typer.echo(json.dumps(summary, indent=1))
         return
@@ -219,11 +225,11 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
                   TextColumn("{task.fields[last]}"), console=err) as prog:
         task = prog.add_task("eval", total=len(items), last="")
         run(p, backend, items, out / "results.jsonl", budget_s=budget_min * 60 if budget_min else None,
-            rounds=rounds, block=block, quiet_rounds=quiet_rounds,
+            rounds=rounds, block=block, quiet_rounds=quiet_rounds, retry_failed=retry_failed, anchor=anchor,
             progress=lambda i, tot, r: prog.update(
                 task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
                                         f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
-    summary = report(out / "results.jsonl", out, title)
+    summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref)
     _save_eval(predictor, p, summary, out, save_eval)
     typer.echo(json.dumps(summary, indent=1))
 
@@ -246,6 +252,10 @@ def agreement(first: Path, second: Path,
     err.print(f"{a['n']} networks measured twice: second/first median {a['drift']:.3f}; within ±10% {a['acc10']:.1%} "
               f"(±5% {a['acc5']:.1%}), RMSPE {a['rmspe']:.3f}; with the median drift divided out, within ±10% "
               f"{a['acc10_drift_removed']:.1%} (±5% {a['acc5_drift_removed']:.1%})")
+    if "anchored" in a:
+        z = a["anchored"]
+        err.print(f"anchored ({z['n']} networks, both at the first run's anchor {z['ref_ms']:.3f} ms): second/first "
+                  f"median {z['drift']:.3f}; within ±10% {z['acc10']:.1%} (±5% {z['acc5']:.1%}), RMSPE {z['rmspe']:.3f}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"first": str(first), "second": str(second), **a}, indent=1) + "\n")
@@ -269,7 +279,9 @@ def _save_eval(spec: str, p, summary: dict, out: Path, save: bool) -> None:
 def calibrate(predictor: str, results: Path = typer.Option(..., "--results", help="results.jsonl of "
                                                             "`predictors eval --set calib` (measured subnets)"),
               out: Optional[Path] = typer.Option(None, "--out", help="predictor directory to write [default: in place]"),
-              folds: int = typer.Option(5, "--folds", min=2)):
+              folds: int = typer.Option(5, "--folds", min=2),
+              anchored: bool = typer.Option(True, "--anchored/--raw", help="fit anchored latencies where the "
+                                            "networks were measured beside an anchor (predictors/anchor.py)")):
     """Fit per-kernel-type scales on whole networks measured end to end (see predictors.calibration)."""
     from .bundled import resolve_predictor
     from .calibration import calibrate as fit
@@ -284,7 +296,7 @@ def calibrate(predictor: str, results: Path = typer.Option(..., "--results", hel
                   "calibrating on them would judge the predictor on what it was fitted to; use --set calib")
         raise typer.Exit(2)
     try:
-        cal = fit(p, results, folds)
+        cal = fit(p, results, folds, anchored=anchored)
     except ValueError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2)
@@ -299,6 +311,8 @@ def calibrate(predictor: str, results: Path = typer.Option(..., "--results", hel
     t.add_row("per kernel (ms)", f"{cal.per_kernel_ms:.4f}")
     t.add_row("fixed (ms)", f"{cal.fixed_ms:.3f}")
     Console().print(t)
+    if cal.anchor_ref_ms is not None:
+        err.print(f"fitted to anchored latencies: the anchor network at {cal.anchor_ref_ms:.3f} ms (this set's median)")
     raw, cv = cal.cv["raw"], cal.cv["calibrated_out_of_fold"]
     err.print(f"on the calibration set: kernel sum RMSPE {raw['rmspe']:.3f}, +-10% {raw['acc10']:.1%}; calibrated "
               f"(out of fold) RMSPE {cv['rmspe']:.3f}, +-10% {cv['acc10']:.1%}; wrote {dest}")

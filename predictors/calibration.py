@@ -28,7 +28,6 @@ subnets drawn with other seeds and named ``<hyperspace>-calib-<i>`` (see :func:`
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,6 +54,10 @@ class ModelCalibration(BaseModel):
     data: dict = {}  # path and sha256 of the measured subnets
     cv: dict = {}  # K-fold metrics of the raw sum and of the calibrated sum, on the calibration set
     fitted_at: str = ""
+    # Fitted to anchored latencies (predictors/anchor.py): the anchor network's median latency over the calibration
+    # set, the machine state that this predictor's numbers are in; an evaluation of it anchors to the same value.
+    anchor: str | None = None  # "<space>:<arch>" of the anchor network
+    anchor_ref_ms: float | None = None
 
 
 def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
@@ -123,20 +126,32 @@ def fit(X: np.ndarray, y: np.ndarray, types: list[str], overhead_ms: float = 0.0
     return _solve(X, y, lam), lam, {"raw": _metrics(y, raw), "calibrated_out_of_fold": cv}
 
 
-def calibrate(predictor, results: str | Path, folds: int = 5) -> ModelCalibration:
-    """Fit the calibration of ``predictor`` from measured subnets (an eval results.jsonl) and return it."""
+def calibrate(predictor, results: str | Path, folds: int = 5, anchored: bool = True) -> ModelCalibration:
+    """Fit the calibration of ``predictor`` from measured subnets (an eval results.jsonl) and return it.
+
+    With ``anchored`` and records measured beside an anchor network, the targets are anchored latencies at the
+    set's median anchor (see :mod:`predictors.anchor`), which is stored with the calibration."""
     from spaces import resolve
 
+    from . import anchor as anc
+    from .evaluate import load_results
+
     path = Path(results)
-    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    recs = [r for r in recs if r.get("ok") and r.get("measured_ms") and r.get("space")]
+    recs = [r for r in load_results(path).values() if r.get("ok") and r.get("measured_ms") and r.get("space")]
     if not recs:
         raise ValueError(f"calibration: {path} has no measured subnets (ok, with measured_ms and space)")
+    ref = anc.reference_ms(recs) if anchored else None
+    if ref is not None:
+        recs = [r for r in recs if anc.ratio(r) is not None]
+        y = np.array([anc.anchored_ms(r, ref) for r in recs])
+        a_id = recs[0].get("anchor")
+    else:
+        y = np.array([r["measured_ms"] for r in recs])
+        a_id = None
     nets = [resolve(r["space"], r["arch"]) for r in recs]
     X, types = design(predictor, nets)
-    y = np.array([r["measured_ms"] for r in recs])
     beta, lam, cv = fit(X, y, types, predictor.meta.overhead_ms, folds)
     return ModelCalibration(scales={t: float(a) for t, a in zip(types, beta)}, io_scale=float(beta[-3]),
                             per_kernel_ms=float(beta[-2]), fixed_ms=float(beta[-1]), lam=lam, n_models=len(y),
                             data={"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
-                            cv=cv, fitted_at=datetime.now(timezone.utc).isoformat())
+                            cv=cv, fitted_at=datetime.now(timezone.utc).isoformat(), anchor=a_id, anchor_ref_ms=ref)

@@ -103,7 +103,7 @@ QUIET_WAIT_S = 120.0
 
 def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protocol: Protocol | None = None,
              progress=None, budget_s: float | None = None, rounds: int = 3, block: int = 8,
-             quiet_rounds: bool = True) -> Path:
+             quiet_rounds: bool = True, retry_failed: bool = True, anchor: bool = True) -> Path:
     """Export and measure ``items`` end to end, one JSON line per item in ``out`` (resumable).
 
     One record of a network is not ground truth on a shared VM: on the Xeon, SEQnet@vnni-A0's p10 varied
@@ -118,6 +118,13 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     than a round after it (mobilew-calib-6: 8.10, 7.96, then 6.69 ms), and the third round was the fastest for 52%
     of the networks. So with ``quiet_rounds`` the first round runs beside the exports and every later round waits
     until the exporter is idle (``quiet_rounds`` in each record says which ones were).
+
+    With ``anchor``, the backend's anchor network (:mod:`predictors.anchor`) is measured at the start of every
+    round of a block and once after its last round (``anchor_rounds_ms`` in each record of the block), so that the
+    report can divide out the machine's slow phases.
+
+    A resumed run skips the networks already measured; with ``retry_failed`` it tries the failed ones again and
+    appends their new record, which replaces the old one in :func:`load_results` and so in the report.
     """
     from exporters.onnx_export import export_onnx
     from exporters.tflite_export import export_tflite
@@ -126,13 +133,9 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
         raise ValueError(f"rounds and block must be >= 1, got {rounds} and {block}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if out.exists():
-        for line in out.read_text().splitlines():
-            try:
-                done.add(json.loads(line)["name"])
-            except (json.JSONDecodeError, KeyError):
-                pass  # a torn last line from a killed run
+    # A network that failed (an export error, a runtime crash) is tried again by the next run rather than lost:
+    # on the Zen 4 host one random subnet crashed LiteRT once and measured normally when exported again.
+    done = {name for name, r in load_results(out).items() if r.get("ok") or not retry_failed}
     tables: dict[str, LayerTable] = {}
     todo = [(i, it) for i, it in enumerate(items) if it[0] not in done]
     suffix = ".onnx" if backend == "onnxruntime-cpu" else ".tflite"
@@ -149,6 +152,18 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
             (export_onnx if backend == "onnxruntime-cpu" else export_tflite)(
                 net, path, calibration=Calibration((1, 3, r, r), 4))
             return path
+
+        anchor_path = None
+        if anchor and todo:
+            from .anchor import anchor_item
+
+            a_item = anchor_item(backend)
+            anchor_id = f"{a_item[1]}:{a_item[2]}"
+            anchor_path = export((-1, a_item))
+
+        def measure_anchor() -> float | None:
+            m = prof.measure(anchor_path)
+            return m.latency_ms if m.ok else None
 
         deadline = time.monotonic() + budget_s if budget_s else None
         prefetch = Prefetcher(export, todo, avoid_core=prof.core, depth=block)
@@ -174,8 +189,11 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                 else:
                     rec.update(rounds_ms=[], stable=False, ok=True, error=None)
                 recs.append((i, rec, path))
+            anchors: list[float | None] = []
             for rnd in range(rounds):  # interleaved: records of one network are a block's length apart
                 quiet = rnd > 0 and quiet_rounds and prefetch.wait_idle(QUIET_WAIT_S)
+                if anchor_path is not None:
+                    anchors.append(measure_anchor())
                 for _, rec, path in recs:
                     if not rec["ok"]:  # export failures are already ok=False
                         continue
@@ -186,6 +204,10 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                     rec["rounds_ms"].append(m.latency_ms)
                     rec.setdefault("quiet_rounds", []).append(bool(quiet))
                     rec["stable"] = rec["stable"] or m.stable
+            if anchor_path is not None:
+                anchors.append(measure_anchor())
+                for _, rec, _ in recs:
+                    rec.update(anchor=anchor_id, anchor_rounds_ms=anchors)
             with open(out, "a") as f:
                 for i, rec, path in recs:
                     if rec["ok"]:
@@ -198,16 +220,24 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     return out
 
 
-def report(results: str | Path, out_dir: str | Path, title: str) -> dict:
-    import matplotlib
+def load_results(path: str | Path) -> dict[str, dict]:
+    """An evaluation's records by network name; a later record of a name (a retry) replaces an earlier one.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A torn last line from a killed run is skipped."""
+    recs: dict[str, dict] = {}
+    path = Path(path)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                recs[r["name"]] = r
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+    return recs
 
-    recs = [json.loads(l) for l in Path(results).read_text().splitlines() if l.strip()]
-    recs = [r for r in recs if r["ok"] and r["measured_ms"] and np.isfinite(r["predicted_ms"])]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def _groups(recs: list[dict]) -> dict[str, list[dict]]:
+    """The report's sets: all, per set kind and hyperspace, SEQnets, keras.applications."""
     groups = {"all": recs}
     for kind in SETS:
         rs_k = [r for r in recs if f"-{kind}-" in r["name"]]
@@ -217,27 +247,66 @@ def report(results: str | Path, out_dir: str | Path, title: str) -> dict:
                 groups[f"{kind} {h}"] = [r for r in rs_k if r["name"].startswith(f"{h}-{kind}-")]
     groups.update({"SEQnets": [r for r in recs if r["name"].startswith("SEQnet")],
                    "keras.applications": [r for r in recs if r["name"].startswith("keras:")]})
-    summary = {g: metrics(np.array([r["measured_ms"] for r in rs]), np.array([r["predicted_ms"] for r in rs]))
-               for g, rs in groups.items() if rs}
+    return {g: rs for g, rs in groups.items() if rs}
+
+
+def _metrics(rs: list[dict]) -> dict:
+    return metrics(np.array([r["measured_ms"] for r in rs]), np.array([r["predicted_ms"] for r in rs]))
+
+
+def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: float | None = None) -> dict:
+    """Summary per set of ``results`` (also written as summary.json, report.md and scatter.png in ``out_dir``).
+
+    Records measured beside an anchor (:mod:`predictors.anchor`) are also judged *anchored*: groups named
+    ``anchored <set>``, against ``anchor_ref_ms`` (the predictor's calibration's) or, without it, this set's
+    median anchor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import anchor as anc
+
+    recs = [r for r in load_results(results).values() if r["ok"] and r["measured_ms"] and np.isfinite(r["predicted_ms"])]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = _groups(recs)
+    summary = {g: _metrics(rs) for g, rs in groups.items()}
     spreads = np.array([max(r["rounds_ms"]) / min(r["rounds_ms"]) - 1 for r in recs if len(r.get("rounds_ms") or []) > 1])
     if len(spreads):  # how repeatable the ground truth itself is: a floor under any predictor's error
         summary[NOISE] = {"n": int(len(spreads)), "rounds": int(np.median([len(r["rounds_ms"]) for r in recs
                                                                            if r.get("rounds_ms")])),
                           "spread_median": float(np.median(spreads)), "spread_p90": float(np.percentile(spreads, 90)),
                           "within10": float(np.mean(spreads <= 0.10))}
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for g, marker in (("random", "o"), ("calib", "s"), ("SEQnets", "*"), ("keras.applications", "^")):
-        rs = groups.get(g)
-        if rs:
-            ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs], s=12 if g == "random" else 60,
-                       marker=marker, label=g, alpha=0.7)
-    lim = max([r["measured_ms"] for r in recs] + [r["predicted_ms"] for r in recs] + [1])
-    ax.plot([0, lim], [0, lim], "k-", lw=0.8)
-    ax.fill_between([0, lim], [0, 0.9 * lim], [0, 1.1 * lim], color="grey", alpha=0.15, label="+-10%")
-    ax.set_xlabel("measured INT8 latency (ms)")
-    ax.set_ylabel("predicted (ms)")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
+    with_anchor = [r for r in recs if anc.ratio(r) is not None]
+    anchored = []
+    if with_anchor:
+        own = anc.reference_ms(with_anchor)
+        ref = anchor_ref_ms or own
+        anchored = [dict(r, measured_ms=anc.anchored_ms(r, ref)) for r in with_anchor]
+        summary.update({f"{ANCHORED} {g}": _metrics(rs) for g, rs in _groups(anchored).items()})
+        vals = [v for r in with_anchor for v in anc.brackets(r["anchor_rounds_ms"]) if np.isfinite(v)]
+        summary[ANCHOR] = {"n": len(with_anchor), "ref_ms": ref,
+                           "ref_source": "calibration" if anchor_ref_ms else "this set's median anchor",
+                           "this_set_median_ms": own, "anchor_p10_ms": float(np.percentile(vals, 10)),
+                           "anchor_p90_ms": float(np.percentile(vals, 90))}
+    panels = [("measured", recs)] + ([("anchored", anchored)] if anchored else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+    for ax, (label, rs_all) in zip(axes[0], panels):
+        gs = _groups(rs_all)
+        for g, marker in (("random", "o"), ("calib", "s"), ("SEQnets", "*"), ("keras.applications", "^")):
+            rs = gs.get(g)
+            if rs:
+                ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs],
+                           s=12 if g in ("random", "calib") else 60, marker=marker, label=g, alpha=0.7)
+        lim = max([r["measured_ms"] for r in rs_all] + [r["predicted_ms"] for r in rs_all] + [1])
+        ax.plot([0, lim], [0, lim], "k-", lw=0.8)
+        ax.fill_between([0, lim], [0, 0.9 * lim], [0, 1.1 * lim], color="grey", alpha=0.15, label="+-10%")
+        ax.set_xlabel(f"{label} INT8 latency (ms)" + (" (anchor = %.2f ms)" % summary[ANCHOR]["ref_ms"]
+                                                     if label == "anchored" else ""))
+        ax.set_ylabel("predicted (ms)")
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out_dir / "scatter.png", dpi=80)
     plt.close(fig)
@@ -247,6 +316,8 @@ def report(results: str | Path, out_dir: str | Path, title: str) -> dict:
 
 
 NOISE = "measurement noise"
+ANCHORED = "anchored"
+ANCHOR = "anchor"
 PAPER_ACC10 = {"SpaceEvo, VNNI CPU (onnxruntime)": 0.925, "SpaceEvo, Pixel 4 (TFLite)": 1.0,
                "nn-Meter, Pixel 4 CPU (TFLite FP32)": 0.990}
 
@@ -255,7 +326,7 @@ def report_markdown(summary: dict, title: str) -> str:
     """The evaluation as a table, beside the published +-10% accuracies it is compared with."""
     rows = ["| set | n | RMSE (ms) | RMSPE | within ±5% | within ±10% |", "|---|---|---|---|---|---|"]
     for g, m in summary.items():
-        if g == NOISE:
+        if g in (NOISE, ANCHOR):
             continue
         rows.append(f"| {g} | {m['n']} | {m['rmse_ms']:.3f} | {m['rmspe']:.3f} | {m['acc5']:.1%} | {m['acc10']:.1%} |")
     if NOISE in summary:
@@ -263,6 +334,11 @@ def report_markdown(summary: dict, title: str) -> str:
         rows += ["", f"Repeatability of the measurements ({z['n']} networks, {z['rounds']} records each, interleaved): "
                  f"(slowest - fastest) / fastest has median {z['spread_median']:.1%} and p90 {z['spread_p90']:.1%}; "
                  f"{z['within10']:.1%} of networks have all their records within 10%."]
+    if ANCHOR in summary:
+        z = summary[ANCHOR]
+        rows += ["", f"`{ANCHORED}` rows: each network's rounds divided by the anchor network measured in the same "
+                 f"minutes, times {z['ref_ms']:.3f} ms ({z['ref_source']}); over this set the anchor measured "
+                 f"{z['anchor_p10_ms']:.3f} to {z['anchor_p90_ms']:.3f} ms (p10 to p90). See predictors/anchor.py."]
     rows += ["", "Published, within ±10%: " + "; ".join(f"{k} {v:.1%}" for k, v in PAPER_ACC10.items()) + "."]
     return f"# {title}\n\n" + "\n".join(rows) + "\n\n![predicted vs measured](scatter.png)\n"
 
@@ -273,26 +349,31 @@ def agreement(first: str | Path, second: str | Path) -> dict:
     A predictor is judged against measurements; if the same networks, measured again by the same protocol
     some minutes later, agree within +-10% only so often, no predictor can be shown to do better against
     either run. ``drift`` is the median ratio second/first (the machine as a whole got faster or slower);
-    ``*_drift_removed`` are the shares after dividing it out."""
-    def load(path):
-        out = {}
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line) if line.strip() else None
-            if r and r.get("ok") and r.get("measured_ms"):
-                out[r["name"]] = r["measured_ms"]
-        return out
+    ``*_drift_removed`` are the shares after dividing it out. Where both runs were measured beside an anchor
+    network, ``anchored`` holds the same figures for anchored latencies, both at the first run's median anchor:
+    only the anchor, not the data's own median, corrects the second run for the machine's state."""
+    from . import anchor as anc
 
-    a, b = load(first), load(second)
+    ra, rb = (load_results(x) for x in (first, second))
+    a, b = ({n: r["measured_ms"] for n, r in rs.items() if r.get("ok") and r.get("measured_ms")} for rs in (ra, rb))
     names = sorted(set(a) & set(b))
     if len(names) < 2:
         raise ValueError(f"agreement: {first} and {second} share {len(names)} measured networks; at least 2 are needed")
-    x = np.array([b[n] / a[n] for n in names])
-    drift = float(np.median(x))
-    rel, rel_d = x - 1, x / drift - 1
-    return {"n": len(names), "drift": drift, "rmspe": float(np.sqrt(np.mean(rel ** 2))),
-            "acc5": float(np.mean(np.abs(rel) <= 0.05)), "acc10": float(np.mean(np.abs(rel) <= 0.10)),
-            "acc5_drift_removed": float(np.mean(np.abs(rel_d) <= 0.05)),
-            "acc10_drift_removed": float(np.mean(np.abs(rel_d) <= 0.10))}
+
+    def figures(x: np.ndarray) -> dict:
+        drift = float(np.median(x))
+        rel, rel_d = x - 1, x / drift - 1
+        return {"n": len(x), "drift": drift, "rmspe": float(np.sqrt(np.mean(rel ** 2))),
+                "acc5": float(np.mean(np.abs(rel) <= 0.05)), "acc10": float(np.mean(np.abs(rel) <= 0.10)),
+                "acc5_drift_removed": float(np.mean(np.abs(rel_d) <= 0.05)),
+                "acc10_drift_removed": float(np.mean(np.abs(rel_d) <= 0.10))}
+
+    out = figures(np.array([b[n] / a[n] for n in names]))
+    both = [n for n in names if anc.ratio(ra[n]) is not None and anc.ratio(rb[n]) is not None]
+    if len(both) >= 2:
+        ref = anc.reference_ms([ra[n] for n in both])
+        out["anchored"] = dict(figures(np.array([anc.ratio(rb[n]) / anc.ratio(ra[n]) for n in both])), ref_ms=ref)
+    return out
 
 
 def _predict_subnet(tables: dict[str, LayerTable], predictor: Predictor, space: str, arch: str) -> float:

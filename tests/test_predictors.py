@@ -213,18 +213,22 @@ def test_eval_harness_end_to_end_and_resume(tmp_path):
     from predictors.evaluate import eval_set, evaluate, report
 
     pred = _all_type_predictor(tmp_path)
-    items = eval_set(["onnxw"], 2, seed=1)
+    items = eval_set(["onnxw"], 3, seed=1)
     from profilers.protocol import Protocol
 
     fast = Protocol(budget_s=1.0, min_duration_s=0.3)
-    out = evaluate(pred, "onnxruntime-cpu", items, tmp_path / "r" / "results.jsonl", protocol=fast, rounds=2, block=2)
-    recs = [json.loads(l) for l in out.read_text().splitlines()]
+    out = tmp_path / "r" / "results.jsonl"
+    out.parent.mkdir()
+    out.write_text(json.dumps({"name": items[2][0], "ok": False, "error": "the runtime crashed (signal SIGABRT)",
+                               "measured_ms": None, "predicted_ms": 1.0}) + "\n")  # an earlier run's failure
+    evaluate(pred, "onnxruntime-cpu", items, out, protocol=fast, rounds=2, block=2)
+    recs = [json.loads(l) for l in out.read_text().splitlines()][1:]
     assert [r["name"] for r in recs] == [n for n, _, _ in items] and all(r["ok"] and r["predicted_ms"] > 0 for r in recs)
     assert all(len(r["rounds_ms"]) == 2 and r["measured_ms"] == min(r["rounds_ms"]) for r in recs)
     evaluate(pred, "onnxruntime-cpu", items, out, protocol=fast)  # resumed: nothing measured twice
-    assert len(out.read_text().splitlines()) == 2
+    assert len(out.read_text().splitlines()) == 4
     summary = report(out, tmp_path / "r", "test")
-    assert summary["all"]["n"] == 2 and (tmp_path / "r" / "scatter.png").stat().st_size > 1000
+    assert summary["all"]["n"] == 3 and (tmp_path / "r" / "scatter.png").stat().st_size > 1000
 
 
 def test_overhead_is_removed_per_kernel_and_added_once_per_model(tmp_path):
@@ -328,6 +332,21 @@ def test_report_states_the_repeatability_of_its_ground_truth(tmp_path):
     assert s[NOISE]["n"] == 3 and s[NOISE]["rounds"] == 3 and s[NOISE]["within10"] == pytest.approx(2 / 3)
     assert s[NOISE]["spread_median"] == pytest.approx(0.05) and s["random onnxw"]["acc10"] == pytest.approx(2 / 3)
     assert "all their records within 10%" in (tmp_path / "report.md").read_text()
+
+
+def test_a_retried_network_counts_once_with_its_last_record(tmp_path):
+    """A resumed evaluation appends a failed network's retry; the report and agreement read the last record."""
+    from predictors.evaluate import agreement, load_results, report
+
+    lines = [{"name": "onnxw-random-0", "ok": False, "error": "crashed", "measured_ms": None, "predicted_ms": 10.0},
+             {"name": "onnxw-random-1", "ok": True, "measured_ms": 10.0, "predicted_ms": 10.0, "rounds_ms": [10.0]},
+             {"name": "onnxw-random-0", "ok": True, "measured_ms": 12.0, "predicted_ms": 10.0, "rounds_ms": [12.0]}]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"name": "torn')
+    assert load_results(path)["onnxw-random-0"]["measured_ms"] == 12.0 and len(load_results(path)) == 2
+    s = report(path, tmp_path, "t")
+    assert s["all"]["n"] == 2 and s["all"]["acc10"] == pytest.approx(0.5)
+    assert agreement(path, path)["n"] == 2
 
 
 def test_agreement_of_two_measurement_runs(tmp_path):
