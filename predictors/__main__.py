@@ -182,8 +182,9 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block"),
              quiet_rounds: bool = typer.Option(True, "--quiet-rounds/--no-quiet-rounds", help="rounds after the "
                                                "first wait until the next block's exports are done"),
-             anchor: bool = typer.Option(True, "--anchor/--no-anchor", help="measure the backend's anchor network "
-                                         "beside every block and also report anchored latencies (predictors/anchor.py)"),
+             anchor: bool = typer.Option(False, "--anchor/--no-anchor", help="measure the backend's anchor network "
+                                         "beside every block and also report anchored latencies (predictors/anchor.py;"
+                                         " off by default: on the Zen 4 host it added more noise than it removed)"),
              retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed", help="a resumed run tries "
                                                "networks that failed before (export error, runtime crash) again"),
              set_: str = typer.Option("random", "--set", help="random: the held-out evaluation set; calib: the "
@@ -280,8 +281,9 @@ def calibrate(predictor: str, results: Path = typer.Option(..., "--results", hel
                                                             "`predictors eval --set calib` (measured subnets)"),
               out: Optional[Path] = typer.Option(None, "--out", help="predictor directory to write [default: in place]"),
               folds: int = typer.Option(5, "--folds", min=2),
-              anchored: bool = typer.Option(True, "--anchored/--raw", help="fit anchored latencies where the "
-                                            "networks were measured beside an anchor (predictors/anchor.py)")):
+              anchored: bool = typer.Option(False, "--anchored/--raw", help="fit anchored latencies where the "
+                                            "networks were measured beside an anchor (predictors/anchor.py); raw "
+                                            "by default: on the Zen 4 host anchoring added more noise than it removed")):
     """Fit per-kernel-type scales on whole networks measured end to end (see predictors.calibration)."""
     from .bundled import resolve_predictor
     from .calibration import calibrate as fit

@@ -126,7 +126,7 @@ def fit(X: np.ndarray, y: np.ndarray, types: list[str], overhead_ms: float = 0.0
     return _solve(X, y, lam), lam, {"raw": _metrics(y, raw), "calibrated_out_of_fold": cv}
 
 
-def calibrate(predictor, results: str | Path, folds: int = 5, anchored: bool = True) -> ModelCalibration:
+def calibrate(predictor, results: str | Path, folds: int = 5, anchored: bool = False) -> ModelCalibration:
     """Fit the calibration of ``predictor`` from measured subnets (an eval results.jsonl) and return it.
 
     With ``anchored`` and records measured beside an anchor network, the targets are anchored latencies at the

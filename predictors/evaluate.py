@@ -103,7 +103,7 @@ QUIET_WAIT_S = 120.0
 
 def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protocol: Protocol | None = None,
              progress=None, budget_s: float | None = None, rounds: int = 3, block: int = 8,
-             quiet_rounds: bool = True, retry_failed: bool = True, anchor: bool = True) -> Path:
+             quiet_rounds: bool = True, retry_failed: bool = True, anchor: bool = False) -> Path:
     """Export and measure ``items`` end to end, one JSON line per item in ``out`` (resumable).
 
     One record of a network is not ground truth on a shared VM: on the Xeon, SEQnet@vnni-A0's p10 varied

@@ -221,10 +221,11 @@ def test_eval_harness_end_to_end_and_resume(tmp_path):
     out.parent.mkdir()
     out.write_text(json.dumps({"name": items[2][0], "ok": False, "error": "the runtime crashed (signal SIGABRT)",
                                "measured_ms": None, "predicted_ms": 1.0}) + "\n")  # an earlier run's failure
-    evaluate(pred, "onnxruntime-cpu", items, out, protocol=fast, rounds=2, block=2)
+    evaluate(pred, "onnxruntime-cpu", items, out, protocol=fast, rounds=2, block=2, anchor=True)
     recs = [json.loads(l) for l in out.read_text().splitlines()][1:]
     assert [r["name"] for r in recs] == [n for n, _, _ in items] and all(r["ok"] and r["predicted_ms"] > 0 for r in recs)
     assert all(len(r["rounds_ms"]) == 2 and r["measured_ms"] == min(r["rounds_ms"]) for r in recs)
+    assert all(len(r["anchor_rounds_ms"]) == 3 and r["anchor"].startswith("onnxw-151122-023231:") for r in recs)
     evaluate(pred, "onnxruntime-cpu", items, out, protocol=fast)  # resumed: nothing measured twice
     assert len(out.read_text().splitlines()) == 4
     summary = report(out, tmp_path / "r", "test")
