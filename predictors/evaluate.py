@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -306,7 +307,7 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
                                                      if label == "anchored" else ""))
         ax.set_ylabel("predicted (ms)")
         ax.legend()
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 52 * len(panels)), fontsize=8)  # a long device name must not be cut off
     fig.tight_layout()
     fig.savefig(out_dir / "scatter.png", dpi=80)
     plt.close(fig)
