@@ -280,21 +280,21 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
                           "spread_median": float(np.median(spreads)), "spread_p90": float(np.percentile(spreads, 90)),
                           "within10": float(np.mean(spreads <= 0.10))}
     with_anchor = [r for r in recs if anc.ratio(r) is not None]
-    anchored = []
+    anchored: dict[str, list[dict]] = {}
     if with_anchor:
         own = anc.reference_ms(with_anchor)
         ref = anchor_ref_ms or own
-        anchored = [dict(r, measured_ms=anc.anchored_ms(r, ref)) for r in with_anchor]
-        summary.update({f"{ANCHORED} {g}": _metrics(rs) for g, rs in _groups(anchored).items()})
+        anchored = _groups([dict(r, measured_ms=anc.anchored_ms(r, ref)) for r in with_anchor])
+        summary.update({f"{ANCHORED} {g}": _metrics(rs) for g, rs in anchored.items()})
         vals = [v for r in with_anchor for v in anc.brackets(r["anchor_rounds_ms"]) if np.isfinite(v)]
         summary[ANCHOR] = {"n": len(with_anchor), "ref_ms": ref,
                            "ref_source": "calibration" if anchor_ref_ms else "this set's median anchor",
                            "this_set_median_ms": own, "anchor_p10_ms": float(np.percentile(vals, 10)),
                            "anchor_p90_ms": float(np.percentile(vals, 90))}
-    panels = [("measured", recs)] + ([("anchored", anchored)] if anchored else [])
+    panels = [("measured", groups)] + ([("anchored", anchored)] if anchored else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
-    for ax, (label, rs_all) in zip(axes[0], panels):
-        gs = _groups(rs_all)
+    for ax, (label, gs) in zip(axes[0], panels):
+        rs_all = gs["all"]
         for g, marker in (("random", "o"), ("calib", "s"), ("SEQnets", "*"), ("keras.applications", "^")):
             rs = gs.get(g)
             if rs:
