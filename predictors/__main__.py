@@ -125,7 +125,7 @@ def info(predictor: str):
 def predict(predictor: str, space: str = typer.Option(..., "--space"), arch: str = typer.Option(..., "--arch"),
             detail: bool = typer.Option(False, "--detail", help="per-kernel latencies")):
     """Predict one subnet (sum of its kernels); unknown kernel types are reported, not counted as 0."""
-    from exporters.kernel_models import KernelConfig
+    from exporters.kernel_config import KernelConfig
     from spaces import SpaceError, resolve
 
     from .artifact import predict_kernel_list

@@ -23,7 +23,7 @@ from typing import Iterable
 import numpy as np
 from pydantic import BaseModel
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 
 from .calibration import ModelCalibration
 from .features import feature_names, features

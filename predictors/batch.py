@@ -20,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 from spaces import SearchSpace, Subnet
 from spaces.kernels import layer_kernels
 from spaces.network import _block_layer, _head_layers, conv_out

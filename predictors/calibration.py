@@ -62,7 +62,7 @@ class ModelCalibration(BaseModel):
 
 def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
     """Per network: [S_t for each kernel type..., io, n_kernels, 1], from *uncalibrated* kernel predictions."""
-    from exporters.kernel_models import KernelConfig
+    from exporters.kernel_config import KernelConfig
     from profilers.boundary import kernel_elements
 
     per_net = [[KernelConfig.from_kernel(k) for k in net.kernels()] for net in nets]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 from spaces.network import conv_out
 
 CONV = ("hw", "cin", "cout", "kernel", "stride", "mflops", "kparams", "out_hw", "cin_mod8", "cin_mod16",

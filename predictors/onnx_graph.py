@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 FREE = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Shape", "Constant"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 
 TARGETS = ("ms", "log_ms", "log_ms_per_work")
 

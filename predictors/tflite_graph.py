@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 
 from .onnx_graph import DetectedGraph
 

@@ -120,7 +120,7 @@ def collect(backend: str = _BACKEND, kernels: str = typer.Option("all", "--kerne
             refine: Optional[Path] = typer.Option(None, "--refine", help="JSONL of badly predicted KernelConfigs"),
             seed: int = typer.Option(0, "--seed"), core: Optional[int] = _CORE):
     """Collect kernel latencies (nn-Meter style) into OUT/measurements.jsonl; safe to kill and rerun."""
-    from exporters.kernel_models import KernelConfig
+    from exporters.kernel_config import KernelConfig
 
     from .collect import collect as run
     from .samplers import kernel_types

@@ -253,7 +253,7 @@ class DeviceAgent:
                     return {**base, "ok": False, "error": f"{m.error_kind}: {m.error}"}
                 return {**base, "ok": True, "latency_ms": m.latency_ms, "stable": m.stable, "record": m.model_dump()}
             if kind == "kernel":
-                from exporters.kernel_models import KernelConfig
+                from exporters.kernel_config import KernelConfig
 
                 from .collect import KERNEL_PROTOCOL, export_kernel_model
                 from .dataset import KernelRecord

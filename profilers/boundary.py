@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 
 from .protocol import Protocol
 from .worker import Profiler

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from pydantic import BaseModel
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 
 from .measurement import Measurement
 

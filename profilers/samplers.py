@@ -17,7 +17,7 @@ import random
 from functools import lru_cache
 from typing import Iterable
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 from spaces import HYPERSPACES, resolve
 from spaces.sampling import random_space, sample_subnet
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from statistics import mean
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 from spaces import resolve
 from spaces.sampling import sample_subnet
 

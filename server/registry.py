@@ -331,7 +331,7 @@ def predict_archs(loaded: Loaded, archs: list[str | dict], space: str | None, de
             net = resolve(sp, a) if isinstance(a, str) else network_from_json(a)
         except SpaceError as err:
             raise ArchError(i, err) from None
-        from exporters.kernel_models import KernelConfig
+        from exporters.kernel_config import KernelConfig
 
         gp = predict_kernel_list(p, [KernelConfig.from_kernel(kk) for kk in network_kernels(net)])
         out[i] = gp.latency_ms
@@ -388,7 +388,7 @@ def predict_stages(loaded: Loaded, hyperspace: str, items: list) -> tuple[list[f
     """Latency (ms) of stand-alone stages: the sum of their kernels' predictions, without the per-model
     overhead or input/output conversion (a whole network adds those once; see LayerTable). Kernel configs
     repeat a lot across a lookup table's rows, so each distinct one is predicted once."""
-    from exporters.kernel_models import KernelConfig
+    from exporters.kernel_config import KernelConfig
     from spaces import get_hyperspace
     from spaces.kernels import layer_kernels
 

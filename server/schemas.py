@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exporters.kernel_models import KernelConfig
+from exporters.kernel_config import KernelConfig
 from profilers.protocol import Protocol
 
 

@@ -33,6 +33,15 @@ def seqnets(published) -> dict[str, tuple[str, str]]:
     return {name: (spaces[sp], arch) for name, (sp, arch) in published["specific_subnet_encoding_dict"].items()}
 
 
+@pytest.fixture(scope="session")
+def all_type_predictor(tmp_path_factory):
+    """One synthetic predictor knowing every kernel type of both hyperspaces, trained once per test session
+    (~19 s): tests only read it (derived predictors are copies, `meta.model_copy(...)`)."""
+    from .test_predictors import _all_type_predictor
+
+    return _all_type_predictor(tmp_path_factory.mktemp("all-type-predictor"))
+
+
 # --- service fixtures: every database test runs on SQLite and on PostgreSQL ------------------------------
 PG_ADMIN_URL = os.environ.get("HIL_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -62,16 +62,15 @@ def test_report_and_agreement_judge_anchored_latencies(tmp_path):
     assert ag["acc10"] < 0.2 and ag["anchored"]["acc10"] == 1.0 and ag["anchored"]["n"] == 16
 
 
-def test_calibration_fits_anchored_latencies_and_records_the_reference(tmp_path):
+def test_calibration_fits_anchored_latencies_and_records_the_reference(tmp_path, all_type_predictor):
     from predictors.__main__ import app
     from predictors.artifact import Predictor
     from predictors.evaluate import eval_set
     from spaces import resolve
 
     from .test_calibration import _truth
-    from .test_predictors import _all_type_predictor
 
-    pred = _all_type_predictor(tmp_path)
+    pred = all_type_predictor
     raw_dir = pred.save(tmp_path / "raw")
     items = eval_set(["onnxw", "mobilew"], 12, kind="calib")
     recs = []

@@ -12,7 +12,6 @@ from predictors.artifact import Predictor, predict_kernel_list
 from predictors.calibration import fit
 from spaces import SearchSpace, resolve
 
-from .test_predictors import _all_type_predictor
 
 SCALE = {"dwconv-bn-relu6": 1.3, "dwconv-bn-swish": 0.8}  # the synthetic "in-network" truth
 FIXED = 0.2
@@ -37,13 +36,13 @@ def _truth(pred: Predictor, net) -> float:
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
+def calibrated(tmp_path_factory, all_type_predictor):
     """A predictor, the calibration set measured as the synthetic truth, and the calibrated predictor."""
     from predictors.__main__ import app
     from predictors.evaluate import eval_set
 
     tmp = tmp_path_factory.mktemp("cal")
-    pred = _all_type_predictor(tmp)
+    pred = all_type_predictor
     raw_dir = pred.save(tmp / "raw")
     lines = []
     for name, space, arch in eval_set(["onnxw", "mobilew"], 20, kind="calib"):

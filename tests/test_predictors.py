@@ -61,6 +61,7 @@ def test_predictor_loads_and_predicts_without_scikit_learn(tmp_path):
     import subprocess
     import sys
 
+    # nor torch: loading a predictor stays cheap (~0.2 s instead of ~3 s) for the service and the CLI
     ds = _synthetic_dataset(tmp_path / "m.jsonl", n=30)
     pred = train(ds.path, device="test-device")
     out = pred.save(tmp_path / "pred")
@@ -69,12 +70,13 @@ def test_predictor_loads_and_predicts_without_scikit_learn(tmp_path):
     (tmp_path / "cfgs.json").write_text(json.dumps([c.model_dump() for c in cfgs]))
     code = (
         "import sys, json; sys.modules['sklearn'] = None\n"
-        "from exporters.kernel_models import KernelConfig\n"
+        "from exporters.kernel_config import KernelConfig\n"
         "from predictors.artifact import Predictor\n"
         f"p = Predictor.load({str(out)!r})\n"
         f"cfgs = [KernelConfig(**c) for c in json.load(open({str(tmp_path / 'cfgs.json')!r}))]\n"
         "y, unknown = p.predict_kernels(cfgs)\n"
-        "assert 'sklearn' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+        "loaded = {m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}\n"
+        "assert not {'sklearn', 'torch', 'tensorflow'} & loaded, loaded\n"
         "print(json.dumps([float(v).hex() for v in y]))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -82,7 +84,10 @@ def test_predictor_loads_and_predicts_without_scikit_learn(tmp_path):
 
 
 def _all_type_predictor(tmp_path):
-    """A predictor knowing every kernel type of both hyperspaces (synthetic latencies)."""
+    """A predictor knowing every kernel type of both hyperspaces (synthetic latencies).
+
+    Training it takes ~19 s on a CI core, so tests take the session-wide `all_type_predictor` fixture
+    (tests/conftest.py) instead of calling this; predictors are read-only once trained."""
     from profilers.samplers import kernel_pool
 
     ds = Dataset(tmp_path / "all.jsonl")
@@ -98,11 +103,11 @@ def _all_type_predictor(tmp_path):
     return train(ds.path, device="synthetic", min_records=10)
 
 
-def test_batch_table_equals_kernel_sum(tmp_path):
+def test_batch_table_equals_kernel_sum(tmp_path, all_type_predictor):
     from predictors.batch import EncodedSubnets, LayerTable
     from spaces import SearchSpace, resolve
 
-    pred = _all_type_predictor(tmp_path)
+    pred = all_type_predictor
     for space in ("onnxw-151122-023231", "mobilew-122222-155400"):
         sp = SearchSpace.parse(space)
         table = LayerTable(sp, pred)
@@ -153,7 +158,7 @@ def test_predictors_cli(tmp_path):
     assert r.returncode == 2 and "no predictor for this host" in r.stderr and "python -m predictors train" in r.stderr
 
 
-def test_predict_onnx_model_and_errors(tmp_path):
+def test_predict_onnx_model_and_errors(tmp_path, all_type_predictor):
     import subprocess
     import sys
 
@@ -162,7 +167,7 @@ def test_predict_onnx_model_and_errors(tmp_path):
     from spaces import resolve
     from spaces.sampling import sample_subnet
 
-    pred = _all_type_predictor(tmp_path)
+    pred = all_type_predictor
     space = "onnxw-151122-023231"
     net = resolve(space, sample_subnet(space, "min"))
     path = export_onnx(net, tmp_path / "m.onnx", fp32=True).path
@@ -209,10 +214,10 @@ def test_adaptive_round_measures_around_worst_configs(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_harness_end_to_end_and_resume(tmp_path):
+def test_eval_harness_end_to_end_and_resume(tmp_path, all_type_predictor):
     from predictors.evaluate import eval_set, evaluate, report
 
-    pred = _all_type_predictor(tmp_path)
+    pred = all_type_predictor
     items = eval_set(["onnxw"], 3, seed=1)
     from profilers.protocol import Protocol
 
@@ -232,7 +237,7 @@ def test_eval_harness_end_to_end_and_resume(tmp_path):
     assert summary["all"]["n"] == 3 and (tmp_path / "r" / "scatter.png").stat().st_size > 1000
 
 
-def test_overhead_is_removed_per_kernel_and_added_once_per_model(tmp_path):
+def test_overhead_is_removed_per_kernel_and_added_once_per_model(tmp_path, all_type_predictor):
     from predictors.artifact import Predictor
     from predictors.batch import EncodedSubnets, LayerTable
     from spaces import SearchSpace
@@ -246,14 +251,14 @@ def test_overhead_is_removed_per_kernel_and_added_once_per_model(tmp_path):
     pred = train(ds.path, device="t")
     y, _ = pred.predict_kernels(prior_configs("se", 5, seed=2))
     assert pred.meta.overhead_ms == 0.01 and np.allclose(y, 0.04)
-    plain = _all_type_predictor(tmp_path)
+    plain = all_type_predictor
     with_oh = Predictor(plain.meta.model_copy(update={"overhead_ms": 0.5}), plain.forests)
     sp = SearchSpace.parse("onnxw-151122-023231")
     enc = EncodedSubnets.random(sp, 20, seed=3)
     assert np.allclose(LayerTable(sp, with_oh).predict(enc) - LayerTable(sp, plain).predict(enc), 0.5)
 
 
-def test_boundary_is_removed_per_kernel_by_size_and_added_once_per_model(tmp_path):
+def test_boundary_is_removed_per_kernel_by_size_and_added_once_per_model(tmp_path, all_type_predictor):
     """Each kernel model pays quantize(inputs) + dequantize(output); a network pays its own I/O once."""
     from predictors.batch import EncodedSubnets, LayerTable
     from profilers.boundary import kernel_elements
@@ -275,7 +280,7 @@ def test_boundary_is_removed_per_kernel_by_size_and_added_once_per_model(tmp_pat
     assert pred.meta.boundary_ns_per_element == {"quantize": q_ns, "dequantize": dq_ns}
     y, _ = pred.predict_kernels(prior_configs("se", 5, seed=2))
     assert np.allclose(y, 0.05)
-    plain = _all_type_predictor(tmp_path)
+    plain = all_type_predictor
     with_b = Predictor(plain.meta.model_copy(update={"boundary_ns_per_element": {"quantize": q_ns,
                                                                                  "dequantize": dq_ns}}), plain.forests)
     sp = SearchSpace.parse("onnxw-151122-023231")
