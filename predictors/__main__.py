@@ -277,8 +277,10 @@ def _save_eval(spec: str, p, summary: dict, out: Path, save: bool) -> None:
 
 
 @app.command()
-def calibrate(predictor: str, results: Path = typer.Option(..., "--results", help="results.jsonl of "
-                                                            "`predictors eval --set calib` (measured subnets)"),
+def calibrate(predictor: str, results: list[Path] = typer.Option(..., "--results", help="results.jsonl of "
+                                                                  "`predictors eval --set calib` (measured subnets); "
+                                                                  "repeat it for runs of the same set from other "
+                                                                  "sessions: each network keeps its fastest record"),
               out: Optional[Path] = typer.Option(None, "--out", help="predictor directory to write [default: in place]"),
               folds: int = typer.Option(5, "--folds", min=2),
               anchored: bool = typer.Option(False, "--anchored/--raw", help="fit anchored latencies where the "
@@ -289,14 +291,15 @@ def calibrate(predictor: str, results: Path = typer.Option(..., "--results", hel
     from .calibration import calibrate as fit
 
     p = _load(predictor)
-    if not results.is_file():
-        err.print(f"[bold red]error:[/] --results: {results} not found; measure a calibration set first: "
-                  f"python -m predictors eval {predictor} --backend {p.meta.backend} --set calib --n 40 --out DIR")
-        raise typer.Exit(2)
-    if any(f"-random-" in l for l in results.read_text().splitlines()):
-        err.print(f"[bold red]error:[/] --results: {results} holds evaluation networks (<hyperspace>-random-<i>); "
-                  "calibrating on them would judge the predictor on what it was fitted to; use --set calib")
-        raise typer.Exit(2)
+    for path in results:
+        if not path.is_file():
+            err.print(f"[bold red]error:[/] --results: {path} not found; measure a calibration set first: "
+                      f"python -m predictors eval {predictor} --backend {p.meta.backend} --set calib --n 40 --out DIR")
+            raise typer.Exit(2)
+        if any(f"-random-" in l for l in path.read_text().splitlines()):
+            err.print(f"[bold red]error:[/] --results: {path} holds evaluation networks (<hyperspace>-random-<i>); "
+                      "calibrating on them would judge the predictor on what it was fitted to; use --set calib")
+            raise typer.Exit(2)
     try:
         cal = fit(p, results, folds, anchored=anchored)
     except ValueError as e:

@@ -126,20 +126,31 @@ def fit(X: np.ndarray, y: np.ndarray, types: list[str], overhead_ms: float = 0.0
     return _solve(X, y, lam), lam, {"raw": _metrics(y, raw), "calibrated_out_of_fold": cv}
 
 
-def calibrate(predictor, results: str | Path, folds: int = 5, anchored: bool = False) -> ModelCalibration:
+def _provenance(paths: list[Path]) -> dict:
+    """Where the calibration's measurements came from: one run as {path, sha256}; several as {runs: [...]}."""
+    runs = [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths]
+    return runs[0] if len(runs) == 1 else {"runs": runs, "pooled": "fastest record per network"}
+
+
+def calibrate(predictor, results: str | Path | list[str | Path], folds: int = 5,
+              anchored: bool = False) -> ModelCalibration:
     """Fit the calibration of ``predictor`` from measured subnets (an eval results.jsonl) and return it.
+
+    Several results files are runs of the same calibration set, pooled network by network (the fastest record,
+    :func:`predictors.evaluate.pool_results`), so that the fit does not carry one session's machine state.
 
     With ``anchored`` and records measured beside an anchor network, the targets are anchored latencies at the
     set's median anchor (see :mod:`predictors.anchor`), which is stored with the calibration."""
     from spaces import resolve
 
     from . import anchor as anc
-    from .evaluate import load_results
+    from .evaluate import pool_results
 
-    path = Path(results)
-    recs = [r for r in load_results(path).values() if r.get("ok") and r.get("measured_ms") and r.get("space")]
+    paths = [Path(x) for x in (results if isinstance(results, list) else [results])]
+    recs = [r for r in pool_results(paths).values() if r.get("ok") and r.get("measured_ms") and r.get("space")]
     if not recs:
-        raise ValueError(f"calibration: {path} has no measured subnets (ok, with measured_ms and space)")
+        raise ValueError(f"calibration: {', '.join(map(str, paths))} has no measured subnets (ok, with measured_ms "
+                         "and space)")
     ref = anc.reference_ms(recs) if anchored else None
     if ref is not None:
         recs = [r for r in recs if anc.ratio(r) is not None]
@@ -153,5 +164,5 @@ def calibrate(predictor, results: str | Path, folds: int = 5, anchored: bool = F
     beta, lam, cv = fit(X, y, types, predictor.meta.overhead_ms, folds)
     return ModelCalibration(scales={t: float(a) for t, a in zip(types, beta)}, io_scale=float(beta[-3]),
                             per_kernel_ms=float(beta[-2]), fixed_ms=float(beta[-1]), lam=lam, n_models=len(y),
-                            data={"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+                            data=_provenance(paths),
                             cv=cv, fitted_at=datetime.now(timezone.utc).isoformat(), anchor=a_id, anchor_ref_ms=ref)

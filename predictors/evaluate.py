@@ -13,6 +13,7 @@ import random
 import tempfile
 import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -209,8 +210,10 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                 anchors.append(measure_anchor())
                 for _, rec, _ in recs:
                     rec.update(anchor=anchor_id, anchor_rounds_ms=anchors)
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
             with open(out, "a") as f:
                 for i, rec, path in recs:
+                    rec["measured_at"] = stamp  # the machine's speed wanders over hours: keep when it was measured
                     if rec["ok"]:
                         rec["measured_ms"] = min(rec["rounds_ms"])
                     if not isinstance(path, Exception):
@@ -235,6 +238,30 @@ def load_results(path: str | Path) -> dict[str, dict]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 pass
     return recs
+
+
+def pool_results(paths: list[str | Path]) -> dict[str, dict]:
+    """Several measurement runs of the same networks as one: each network keeps its fastest record.
+
+    The fastest record is the estimator a run already uses across its rounds; pooling runs from different
+    sessions extends it across the machine's states. On the Zen 4 VM the whole machine was 5-11% faster in one
+    session than in another hours earlier (docs: README, "Accuracy so far"), more than any within-run spread, so a
+    calibration fitted to one session's records carries that session's state. A network's pooled record keeps
+    every run's rounds in ``rounds_ms`` and says how many runs measured it in ``runs``."""
+    pooled: dict[str, dict] = {}
+    for path in paths:
+        for name, r in load_results(path).items():
+            if not (r.get("ok") and r.get("measured_ms")):
+                pooled.setdefault(name, r)  # a failure only where no run measured the network
+                continue
+            best = pooled.get(name)
+            if best is None or not best.get("ok"):
+                pooled[name] = dict(r, runs=1)
+            else:
+                rounds = best.get("rounds_ms", []) + r.get("rounds_ms", [])
+                keep = r if r["measured_ms"] < best["measured_ms"] else best
+                pooled[name] = dict(keep, rounds_ms=rounds, runs=best["runs"] + 1)
+    return pooled
 
 
 def _groups(recs: list[dict]) -> dict[str, list[dict]]:

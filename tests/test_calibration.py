@@ -105,3 +105,33 @@ def test_calibration_and_evaluation_sets_are_disjoint_and_misuse_is_refused(cali
     r = CliRunner().invoke(app, ["eval", str(tmp / "raw"), "--backend", "onnxruntime-cpu", "--set", "train",
                                  "--out", str(tmp_path)])
     assert r.exit_code == 2 and "allowed: random, calib" in r.output
+
+
+def test_runs_of_the_calibration_set_are_pooled_by_their_fastest_record(calibrated, tmp_path):
+    """A second session measured the same networks with the whole machine 10% faster (one network failed):
+    pooled, every network keeps its fastest record and the fit follows the faster state."""
+    from predictors.__main__ import app
+    from predictors.evaluate import pool_results
+
+    raw, _, tmp, results = calibrated
+    first = [json.loads(l) for l in results.read_text().splitlines()]
+    second = [dict(r, measured_ms=r["measured_ms"] * 0.9, rounds_ms=[r["measured_ms"] * 0.9]) for r in first]
+    second[0] = dict(second[0], ok=False, measured_ms=None, error="the runtime crashed (signal SIGABRT)")
+    run2 = tmp_path / "run2.jsonl"
+    run2.write_text("".join(json.dumps(r) + "\n" for r in second))
+    pooled = pool_results([results, run2])
+    assert pooled[first[0]["name"]]["measured_ms"] == first[0]["measured_ms"] and pooled[first[0]["name"]]["runs"] == 1
+    assert all(pooled[r["name"]]["measured_ms"] == pytest.approx(r["measured_ms"] * 0.9) for r in first[1:])
+    assert all(pooled[r["name"]]["runs"] == 2 for r in first[1:])
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "raw"), "--results", str(results), "--results", str(run2),
+                                 "--out", str(tmp_path / "pooled")])
+    assert r.exit_code == 0, r.output
+    c = Predictor.load(tmp_path / "pooled").meta.calibration
+    assert [d["path"] for d in c.data["runs"]] == [str(results), str(run2)] and c.n_models == len(first)
+    net = resolve(first[5]["space"], first[5]["arch"])
+    cfgs = [KernelConfig.from_kernel(k) for k in net.kernels()]
+    assert predict_kernel_list(Predictor.load(tmp_path / "pooled"), cfgs).latency_ms == \
+        pytest.approx(first[5]["measured_ms"] * 0.9, rel=0.05)
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "raw"), "--results", str(results), "--results",
+                                 str(tmp_path / "nowhere.jsonl")])
+    assert r.exit_code == 2 and "nowhere.jsonl not found" in r.output
