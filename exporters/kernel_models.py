@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .kernel_config import ACTS, KERNEL_TYPE_RE, KERNEL_TYPES_HELP, KernelConfig  # noqa: F401 (re-exported)
+from .kernel_config import KernelConfig  # also imported from here by the callers that build and export kernels
 from .result import ExportResult
 from .torch_builder import SE, ConvBNAct, make_act
 

@@ -244,9 +244,9 @@ def pool_results(paths: list[str | Path]) -> dict[str, dict]:
     """Several measurement runs of the same networks as one: each network keeps its fastest record.
 
     The fastest record is the estimator a run already uses across its rounds; pooling runs from different
-    sessions extends it across the machine's states. On the Zen 4 VM the whole machine was 5-11% faster in one
-    session than in another hours earlier (docs: README, "Accuracy so far"), more than any within-run spread, so a
-    calibration fitted to one session's records carries that session's state. A network's pooled record keeps
+    sessions extends it across the machine's states. On the Zen 4 VM onnxruntime ran the same 80 networks about
+    10% faster in one session than in another hours earlier (README, "Accuracy so far"), more than any within-run
+    spread, so a calibration fitted to one session's records carries that session's state. A network's pooled record keeps
     every run's rounds in ``rounds_ms`` and says how many runs measured it in ``runs``."""
     pooled: dict[str, dict] = {}
     for path in paths:

@@ -104,7 +104,7 @@ def _all_type_predictor(tmp_path):
     return train(ds.path, device="synthetic", min_records=10)
 
 
-def test_batch_table_equals_kernel_sum(tmp_path, all_type_predictor):
+def test_batch_table_equals_kernel_sum(all_type_predictor):
     from predictors.batch import EncodedSubnets, LayerTable
     from spaces import SearchSpace, resolve
 
