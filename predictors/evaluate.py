@@ -32,6 +32,7 @@ from .train import metrics
 
 
 SETS = {"random": "eval", "calib": "calib"}  # set name -> seed prefix; the names are <hyperspace>-<set>-<i>
+DRIFT_BLOCK = 16  # networks per point of the report's drift curve: two of the blocks of 8 that an evaluation interleaves
 
 
 def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | None = None,
@@ -318,8 +319,14 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
                            "ref_source": "calibration" if anchor_ref_ms else "this set's median anchor",
                            "this_set_median_ms": own, "anchor_p10_ms": float(np.percentile(vals, 10)),
                            "anchor_p90_ms": float(np.percentile(vals, 90))}
+    drift = drift_blocks(recs)
+    if drift:
+        summary[DRIFT] = {k: v for k, v in drift.items() if k != "curve"}
     panels = [("measured", groups)] + ([("anchored", anchored)] if anchored else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels) + bool(drift), figsize=(4.5 * (len(panels) + bool(drift)), 4.5),
+                             squeeze=False)
+    if drift:
+        _plot_drift(axes[0][-1], recs, drift)
     for ax, (label, gs) in zip(axes[0], panels):
         rs_all = gs["all"]
         for g, marker in (("random", "o"), ("calib", "s"), ("SEQnets", "*"), ("keras.applications", "^")):
@@ -343,7 +350,41 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
     return summary
 
 
+def drift_blocks(recs: list[dict], block: int = DRIFT_BLOCK) -> dict | None:
+    """The median error of each run of ``block`` networks in measurement order (the results file's order).
+
+    A predictor errs per network; a machine that changes speed makes every network measured in the same
+    minutes err the same way. On the shared VMs of this project onnxruntime moved by up to 10% between sessions
+    and by several % within one, so a report shows how the error wanders over the run: a flat curve says the
+    ground truth held still; a curve that walks says part of the figure belongs to the machine, not the predictor.
+    None when there are fewer than two blocks."""
+    rel = np.array([r["predicted_ms"] / r["measured_ms"] - 1 for r in recs])
+    n_blocks = len(rel) // block
+    if n_blocks < 2:
+        return None
+    med = np.array([np.median(rel[i * block:(i + 1) * block]) for i in range(n_blocks)])
+    removed = np.concatenate([rel[i * block:(i + 1) * block] - med[i] for i in range(n_blocks)])
+    return {"block": block, "blocks": int(n_blocks), "median_error_min": float(med.min()),
+            "median_error_max": float(med.max()), "median_error_sd": float(med.std()),
+            "acc10_block_median_removed": float(np.mean(np.abs(removed) <= 0.10)), "curve": med.tolist()}
+
+
+def _plot_drift(ax, recs: list[dict], drift: dict) -> None:
+    """Error of each network against the order it was measured in, with each block's median."""
+    rel = 100 * np.array([r["predicted_ms"] / r["measured_ms"] - 1 for r in recs])
+    ax.scatter(np.arange(len(rel)), rel, s=6, alpha=0.4, label="network")
+    b = drift["block"]
+    xs = [i * b + b / 2 for i in range(drift["blocks"])]
+    ax.plot(xs, 100 * np.array(drift["curve"]), "r-", lw=1.5, label=f"median of each {b}")
+    ax.axhspan(-10, 10, color="grey", alpha=0.15, label="+-10%")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("networks in measurement order")
+    ax.set_ylabel("predicted / measured - 1 (%)")
+    ax.legend(fontsize=7)
+
+
 NOISE = "measurement noise"
+DRIFT = "drift over the run"
 ANCHORED = "anchored"
 ANCHOR = "anchor"
 PAPER_ACC10 = {"SpaceEvo, VNNI CPU (onnxruntime)": 0.925, "SpaceEvo, Pixel 4 (TFLite)": 1.0,
@@ -354,7 +395,7 @@ def report_markdown(summary: dict, title: str) -> str:
     """The evaluation as a table, beside the published +-10% accuracies it is compared with."""
     rows = ["| set | n | RMSE (ms) | RMSPE | within ±5% | within ±10% |", "|---|---|---|---|---|---|"]
     for g, m in summary.items():
-        if g in (NOISE, ANCHOR):
+        if g in (NOISE, ANCHOR, DRIFT):
             continue
         rows.append(f"| {g} | {m['n']} | {m['rmse_ms']:.3f} | {m['rmspe']:.3f} | {m['acc5']:.1%} | {m['acc10']:.1%} |")
     if NOISE in summary:
@@ -362,6 +403,13 @@ def report_markdown(summary: dict, title: str) -> str:
         rows += ["", f"Repeatability of the measurements ({z['n']} networks, {z['rounds']} records each, interleaved): "
                  f"(slowest - fastest) / fastest has median {z['spread_median']:.1%} and p90 {z['spread_p90']:.1%}; "
                  f"{z['within10']:.1%} of networks have all their records within 10%."]
+    if DRIFT in summary:
+        z = summary[DRIFT]
+        rows += ["", f"Drift over the run ({z['blocks']} blocks of {z['block']} networks in measurement order): the "
+                 f"median error of a block ranged from {z['median_error_min']:+.1%} to {z['median_error_max']:+.1%} "
+                 f"(SD {z['median_error_sd']:.1%}); with each block's median divided out, {z['acc10_block_median_removed']:.1%} "
+                 "would be within ±10%. A walking curve in the right-hand plot is the machine changing speed, "
+                 "not the predictor."]
     if ANCHOR in summary:
         z = summary[ANCHOR]
         rows += ["", f"`{ANCHORED}` rows: each network's rounds divided by the anchor network measured in the same "

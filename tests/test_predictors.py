@@ -342,6 +342,25 @@ def test_report_states_the_repeatability_of_its_ground_truth(tmp_path):
     assert "all their records within 10%" in (tmp_path / "report.md").read_text()
 
 
+def test_report_shows_how_the_error_wanders_over_the_run(tmp_path):
+    """A machine that slows down for a while shifts every network measured then: the report's drift curve
+    (median error per block of networks in measurement order) shows it, and says what removing it would leave."""
+    from predictors.evaluate import DRIFT, DRIFT_BLOCK, drift_blocks, report
+
+    rng = np.random.default_rng(0)
+    errs = np.concatenate([rng.uniform(-0.04, 0.04, 2 * DRIFT_BLOCK), rng.uniform(-0.04, 0.04, DRIFT_BLOCK) - 0.16])
+    recs = [{"name": f"onnxw-random-{i}", "ok": True, "predicted_ms": 10.0 * (1 + e), "measured_ms": 10.0,
+             "rounds_ms": [10.0]} for i, e in enumerate(errs)]
+    d = drift_blocks(recs)
+    assert d["blocks"] == 3 and d["median_error_min"] == pytest.approx(-0.16, abs=0.03)
+    assert d["median_error_max"] == pytest.approx(0.0, abs=0.03) and d["acc10_block_median_removed"] == 1.0
+    assert drift_blocks(recs[:DRIFT_BLOCK + 3]) is None  # one block has no drift to show
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = report(tmp_path / "results.jsonl", tmp_path, "t")
+    assert s[DRIFT]["blocks"] == 3 and "curve" not in s[DRIFT] and s["all"]["acc10"] == pytest.approx(2 / 3)
+    assert "Drift over the run (3 blocks of 16" in (tmp_path / "report.md").read_text()
+
+
 def test_a_retried_network_counts_once_with_its_last_record(tmp_path):
     """A resumed evaluation appends a failed network's retry; the report and agreement read the last record."""
     from predictors.evaluate import agreement, load_results, report
