@@ -358,20 +358,25 @@ def drift_blocks(recs: list[dict], block: int = DRIFT_BLOCK) -> dict | None:
     and by several % within one, so a report shows how the error wanders over the run: a flat curve says the
     ground truth held still; a curve that walks says part of the figure belongs to the machine, not the predictor.
     None when there are fewer than two blocks."""
-    rel = np.array([r["predicted_ms"] / r["measured_ms"] - 1 for r in recs])
+    rel = _relative_errors(recs)
     n_blocks = len(rel) // block
     if n_blocks < 2:
         return None
-    med = np.array([np.median(rel[i * block:(i + 1) * block]) for i in range(n_blocks)])
-    removed = np.concatenate([rel[i * block:(i + 1) * block] - med[i] for i in range(n_blocks)])
+    blocks = rel[:n_blocks * block].reshape(n_blocks, block)  # a last, partial block is left out
+    med = np.median(blocks, axis=1)
+    removed = blocks - med[:, None]
     return {"block": block, "blocks": int(n_blocks), "median_error_min": float(med.min()),
             "median_error_max": float(med.max()), "median_error_sd": float(med.std()),
             "acc10_block_median_removed": float(np.mean(np.abs(removed) <= 0.10)), "curve": med.tolist()}
 
 
+def _relative_errors(recs: list[dict]) -> np.ndarray:
+    return np.array([r["predicted_ms"] / r["measured_ms"] - 1 for r in recs])
+
+
 def _plot_drift(ax, recs: list[dict], drift: dict) -> None:
     """Error of each network against the order it was measured in, with each block's median."""
-    rel = 100 * np.array([r["predicted_ms"] / r["measured_ms"] - 1 for r in recs])
+    rel = 100 * _relative_errors(recs)
     ax.scatter(np.arange(len(rel)), rel, s=6, alpha=0.4, label="network")
     b = drift["block"]
     xs = [i * b + b / 2 for i in range(drift["blocks"])]
