@@ -8,19 +8,21 @@ file as they come (the run takes hours at full size and can be killed and resume
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import tempfile
 import textwrap
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from exporters.calibration import Calibration
-from profilers.prefetch import Prefetcher, under_prefetch
+from profilers.prefetch import Prefetcher, RecycledWorker, under_prefetch
 from profilers.protocol import Protocol
 from profilers.worker import Profiler
 from spaces import SearchSpace, resolve
@@ -90,6 +92,21 @@ def _keras_app(name: str, out: Path) -> Path:
         release_keras()
 
 
+def _export_job(backend: str, tmp: str, job) -> Path:
+    """Export one evaluation item into ``tmp``; runs in :func:`evaluate`'s recycled export process."""
+    from exporters.onnx_export import export_onnx
+    from exporters.tflite_export import export_tflite
+
+    i, (name, space, arch) = job
+    path = Path(tmp) / f"m{i}{'.onnx' if backend == 'onnxruntime-cpu' else '.tflite'}"
+    if name.startswith("keras:"):
+        return _keras_app(name[6:], path)
+    net = resolve(space, arch)
+    r = net.resolution
+    (export_onnx if backend == "onnxruntime-cpu" else export_tflite)(net, path, calibration=Calibration((1, 3, r, r), 4))
+    return path
+
+
 def _blocks(it, size: int):
     block = []
     for x in it:
@@ -102,6 +119,9 @@ def _blocks(it, size: int):
 
 
 QUIET_WAIT_S = 120.0
+# Networks exported per export process before a fresh one takes over (see profilers.prefetch.RecycledWorker): a
+# new process costs a few seconds of imports, 16 exports cost 1-5 min, and 16 TFLite conversions leak ~2 GB.
+EXPORTS_PER_CHILD = 16
 
 
 def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protocol: Protocol | None = None,
@@ -129,9 +149,6 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     A resumed run skips the networks already measured; with ``retry_failed`` it tries the failed ones again and
     appends their new record, which replaces the old one in :func:`load_results` and so in the report.
     """
-    from exporters.onnx_export import export_onnx
-    from exporters.tflite_export import export_tflite
-
     if rounds < 1 or block < 1:
         raise ValueError(f"rounds and block must be >= 1, got {rounds} and {block}")
     out = Path(out)
@@ -141,20 +158,14 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     done = {name for name, r in load_results(out).items() if r.get("ok") or not retry_failed}
     tables: dict[str, LayerTable] = {}
     todo = [(i, it) for i, it in enumerate(items) if it[0] not in done]
-    suffix = ".onnx" if backend == "onnxruntime-cpu" else ".tflite"
-    with Profiler(backend, protocol=under_prefetch(protocol or Protocol())) as prof, \
-            tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        prof = stack.enter_context(Profiler(backend, protocol=under_prefetch(protocol or Protocol())))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
 
-        def export(job):  # runs in the prefetch thread, on the cores the profiler does not use
-            i, (name, space, arch) = job
-            path = Path(tmp) / f"m{i}{suffix}"
-            if name.startswith("keras:"):
-                return _keras_app(name[6:], path)
-            net = resolve(space, arch)
-            r = net.resolution
-            (export_onnx if backend == "onnxruntime-cpu" else export_tflite)(
-                net, path, calibration=Calibration((1, 3, r, r), 4))
-            return path
+        # the exports run in a child process recycled every EXPORTS_PER_CHILD networks (TensorFlow leaks)
+        worker = RecycledWorker(partial(_export_job, backend, tmp), EXPORTS_PER_CHILD, avoid_core=prof.core)
+        stack.callback(worker.close)
+        export = worker
 
         anchor_path = None
         if anchor and todo:

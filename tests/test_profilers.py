@@ -270,6 +270,26 @@ def test_prefetcher_keeps_order_returns_errors_and_avoids_the_profiler_core():
         Prefetcher(fn, [], depth=0)
 
 
+def test_recycled_worker_replaces_its_process_and_fails_only_the_item_it_was_on():
+    """Evaluations export in such a worker: TensorFlow's converter leaked 12 GB in one long-lived process."""
+    from profilers.prefetch import RecycledWorker
+    from tests._worker_probe import probe
+
+    avoid = max(os.sched_getaffinity(0))
+    with RecycledWorker(probe, tasks_per_child=2, avoid_core=avoid) as w:
+        pids = [w("pid") for _ in range(4)]
+        assert pids[0] == pids[1] != pids[2] == pids[3] and os.getpid() not in pids
+        if len(os.sched_getaffinity(0)) > 1:
+            assert avoid not in w("affinity")
+        with pytest.raises(RuntimeError, match="KeyError: 'no such kernel'"):
+            w("raise")  # an exception comes back by name, whatever its type
+        with pytest.raises(RuntimeError, match="worker process died"):
+            w("die")
+        assert w("pid") not in pids  # the next item gets a fresh child
+    with pytest.raises(ValueError, match="tasks_per_child"):
+        RecycledWorker(probe, tasks_per_child=0)
+
+
 def test_prefetcher_says_when_it_is_idle():
     """Evaluation rounds after the first wait for this: measured while nothing of ours runs beside them."""
     import threading
