@@ -165,10 +165,8 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
 
         # the exports run in a child process replaced every few networks (TensorFlow's converter leaks)
-        worker = RecycledWorker(partial(_export_job, backend, tmp), EXPORTS_PER_CHILD.get(backend, 16),
-                                avoid_core=prof.core)
-        stack.callback(worker.close)
-        export = worker
+        export = stack.enter_context(RecycledWorker(partial(_export_job, backend, tmp),
+                                                    EXPORTS_PER_CHILD.get(backend, 16), avoid_core=prof.core))
 
         anchor_path = None
         if anchor and todo:

@@ -28,6 +28,18 @@ R = TypeVar("R")
 _DONE = object()
 
 
+def _pin_away_from(avoid: int | None) -> set[int]:
+    """Pin the calling thread (0 = the calling thread on Linux) to every core but the profiler's ``avoid``;
+    the cores it now runs on, empty when nothing was pinned. Used by the prefetch thread and, as the
+    initializer, by a :class:`RecycledWorker` child."""
+    if avoid is None or not hasattr(os, "sched_setaffinity"):
+        return set()
+    cores = os.sched_getaffinity(0) - {avoid}
+    if cores:
+        os.sched_setaffinity(0, cores)
+    return cores
+
+
 class Prefetcher(Generic[T, R]):
     """Iterate ``(item, result_or_exception)`` in input order, computing ``fn(item)`` up to ``depth`` ahead.
 
@@ -45,14 +57,10 @@ class Prefetcher(Generic[T, R]):
         self._thread = threading.Thread(target=self._run, name="prefetch-export", daemon=True)
 
     def _pin(self) -> None:
-        if self._avoid is None or not hasattr(os, "sched_setaffinity"):
-            return
-        cores = os.sched_getaffinity(0) - {self._avoid}
-        if cores:
-            os.sched_setaffinity(0, cores)  # 0 = the calling thread on Linux
-            torch = sys.modules.get("torch")
-            if torch is not None:  # its pool may predate the pinning; one thread per free core runs here
-                torch.set_num_threads(len(cores))
+        cores = _pin_away_from(self._avoid)
+        torch = sys.modules.get("torch")
+        if cores and torch is not None:  # its pool may predate the pinning; one thread per free core runs here
+            torch.set_num_threads(len(cores))
 
     def _run(self) -> None:
         self._pin()
@@ -99,15 +107,6 @@ class Prefetcher(Generic[T, R]):
                 self._q.get(timeout=0.1)
             except queue.Empty:
                 pass
-
-
-def _pin_away_from(avoid: int | None) -> None:
-    """Initializer of a :class:`RecycledWorker` child: keep off the profiler's core."""
-    if avoid is None or not hasattr(os, "sched_setaffinity"):
-        return
-    cores = os.sched_getaffinity(0) - {avoid}
-    if cores:
-        os.sched_setaffinity(0, cores)
 
 
 def _call_plainly(fn: Callable[[T], R], item: T) -> R:
