@@ -144,6 +144,10 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     of the networks. So with ``quiet_rounds`` the first round runs beside the exports and every later round waits
     until the exporter is idle (``quiet_rounds`` in each record says which ones were).
 
+    Each round also keeps the reference probe that the measurement ran after it (``probe_ms``: a fixed float
+    matmul, see :mod:`profilers.protocol`), so that an analysis can ask whether the machine's speed, not the
+    predictor, moved a block: on the Emerald Rapids host the block medians of the error wandered by 25%.
+
     With ``anchor``, the backend's anchor network (:mod:`predictors.anchor`) is measured at the start of every
     round of a block and once after its last round (``anchor_rounds_ms`` in each record of the block), so that the
     report can divide out the machine's slow phases.
@@ -218,6 +222,7 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                         continue
                     rec["rounds_ms"].append(m.latency_ms)
                     rec.setdefault("quiet_rounds", []).append(bool(quiet))
+                    rec.setdefault("probe_ms", []).append(m.probe_ms)  # the machine's state in that round
                     rec["stable"] = rec["stable"] or m.stable
             if anchor_path is not None:
                 anchors.append(measure_anchor())

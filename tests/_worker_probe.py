@@ -13,6 +13,11 @@ def probe(item: str):
         return sorted(os.sched_getaffinity(0))
     if item == "raise":
         raise KeyError("no such kernel")
+    if item == "sleep":
+        import time
+
+        time.sleep(120)  # busy for longer than any test waits: only the parent's death ends it
+        return None
     if item == "die":
         os._exit(3)  # as a segfault in native code or the OOM killer would end it
     raise ValueError(f"unknown probe {item!r}")

@@ -231,6 +231,7 @@ def test_eval_harness_end_to_end_and_resume(tmp_path, all_type_predictor):
     recs = [json.loads(l) for l in out.read_text().splitlines()][1:]
     assert [r["name"] for r in recs] == [n for n, _, _ in items] and all(r["ok"] and r["predicted_ms"] > 0 for r in recs)
     assert all(len(r["rounds_ms"]) == 2 and r["measured_ms"] == min(r["rounds_ms"]) for r in recs)
+    assert all(len(r["probe_ms"]) == 2 and all(p > 0 for p in r["probe_ms"]) for r in recs)  # machine state
     assert all(datetime.fromisoformat(r["measured_at"]).tzinfo is not None for r in recs)  # when, for drift
     assert all(len(r["anchor_rounds_ms"]) == 3 and r["anchor"].startswith("onnxw-151122-023231:") for r in recs)
     evaluate(pred, "onnxruntime-cpu", items, out, protocol=fast)  # resumed: nothing measured twice

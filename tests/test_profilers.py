@@ -290,6 +290,35 @@ def test_recycled_worker_replaces_its_process_and_fails_only_the_item_it_was_on(
         RecycledWorker(probe, tasks_per_child=0)
 
 
+def test_recycled_worker_child_dies_with_its_parent(tmp_path):
+    """A SIGTERM'd or killed evaluation must not leave its export child busy beside the next run's measurements."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    script = ("from profilers.prefetch import RecycledWorker\nfrom tests._worker_probe import probe\n"
+              "w = RecycledWorker(probe, tasks_per_child=4)\nprint(w('pid'), flush=True)\nw('sleep')\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # alive, and now busy with the long item
+    parent.send_signal(signal.SIGKILL)  # no cleanup runs in the parent at all
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                return  # dead, waiting for the reaper that adopted it
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail(f"the worker child {child} outlived its killed parent")
+
+
 def test_prefetcher_says_when_it_is_idle():
     """Evaluation rounds after the first wait for this: measured while nothing of ours runs beside them."""
     import threading
