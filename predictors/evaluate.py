@@ -146,7 +146,7 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
 
     Each round also keeps the reference probe that the measurement ran after it (``probe_ms``: a fixed float
     matmul, see :mod:`profilers.protocol`), so that an analysis can ask whether the machine's speed, not the
-    predictor, moved a block: on the Emerald Rapids host the block medians of the error wandered by 25%.
+    predictor, moved a block: on the Emerald Rapids host the block medians of the error wandered by about 20%.
 
     With ``anchor``, the backend's anchor network (:mod:`predictors.anchor`) is measured at the start of every
     round of a block and once after its last round (``anchor_rounds_ms`` in each record of the block), so that the

@@ -45,8 +45,8 @@ def _child_init(avoid: int | None, parent: int) -> None:
     """Initializer of a :class:`RecycledWorker` child: die with the parent, and keep off the profiler's core.
 
     Why the first: an evaluation stopped by SIGTERM (or killed) left its export child alive (seen on the Emerald
-    Rapids host), on the cores of the next run's measurements. On Linux the kernel sends
-    the child SIGTERM when the thread that started it ends (prctl PR_SET_PDEATHSIG), whatever killed the parent."""
+    Rapids host), on the cores of the next run's measurements. On Linux the kernel sends the child SIGTERM when
+    the thread that started it ends (prctl PR_SET_PDEATHSIG), whatever killed the parent."""
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -290,7 +290,7 @@ def test_recycled_worker_replaces_its_process_and_fails_only_the_item_it_was_on(
         RecycledWorker(probe, tasks_per_child=0)
 
 
-def test_recycled_worker_child_dies_with_its_parent(tmp_path):
+def test_recycled_worker_child_dies_with_its_parent():
     """A SIGTERM'd or killed evaluation must not leave its export child busy beside the next run's measurements."""
     import signal
     import subprocess
