@@ -168,7 +168,7 @@ def predict_model_cmd(predictor: str, model: Path):
 
 @app.command("eval")
 def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
-             n: int = typer.Option(300, "--n", help="random held-out subnets per hyperspace"),
+             n: int = typer.Option(300, "--n", help="subnets per hyperspace (of the --set)"),
              hyperspaces: str = typer.Option("onnxw,mobilew", "--hyperspaces"),
              seqnets: Optional[Path] = typer.Option(None, "--seqnets", help="spaceevo_search_result.yaml to add the SEQnets"),
              keras_apps: str = typer.Option("", "--keras-apps", help="tflite-cpu only: e.g. MobileNetV2,ResNet50"),
@@ -188,7 +188,9 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed", help="a resumed run tries "
                                                "networks that failed before (export error, runtime crash) again"),
              set_: str = typer.Option("random", "--set", help="random: the held-out evaluation set; calib: the "
-                                      "calibration set (other seeds) for `predictors calibrate`"),
+                                      "calibration set (other seeds) for `predictors calibrate`; calib-small: more "
+                                      "calibration networks, from the lowest third by MACs (pass both sets' "
+                                      "results to calibrate)"),
              save_eval: bool = typer.Option(False, "--save-eval", help="also write the summary as eval.json beside "
                                             "the predictor, where the service reports it (GET /predictors)")):
     """Measure held-out subnets end to end and report RMSE, RMSPE, +-5% and +-10% with a scatter plot."""
@@ -280,7 +282,8 @@ def _save_eval(spec: str, p, summary: dict, out: Path, save: bool) -> None:
 def calibrate(predictor: str, results: list[Path] = typer.Option(..., "--results", help="results.jsonl of "
                                                                   "`predictors eval --set calib` (measured subnets); "
                                                                   "repeat it for runs of the same set from other "
-                                                                  "sessions: each network keeps its fastest record"),
+                                                                  "sessions (each network keeps its fastest record)"
+                                                                  " and for the calib-small set"),
               out: Optional[Path] = typer.Option(None, "--out", help="predictor directory to write [default: in place]"),
               folds: int = typer.Option(5, "--folds", min=2),
               anchored: bool = typer.Option(False, "--anchored/--raw", help="fit anchored latencies where the "
