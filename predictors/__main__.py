@@ -327,6 +327,9 @@ def calibrate(predictor: str, results: list[Path] = typer.Option(..., "--results
 
 
 def main() -> None:
+    from profilers.shutdown import exit_cleanly_on_sigterm
+
+    exit_cleanly_on_sigterm()  # a killed eval/collect removes its temp folder and stops its workers
     app()
 
 

@@ -217,6 +217,9 @@ def noise(model: Path, backend: str = _BACKEND, repeats: int = typer.Option(20, 
 
 
 def main() -> None:
+    from .shutdown import exit_cleanly_on_sigterm
+
+    exit_cleanly_on_sigterm()  # a killed eval/collect removes its temp folder and stops its workers
     app()
 
 
