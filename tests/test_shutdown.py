@@ -21,19 +21,26 @@ def _wait_for(cond, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live processes of a process group (zombies excluded), read from /proc."""
-    out = []
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...); None if gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live processes below PID, by parent links (the measuring child runs in its own session)."""
+    parent = {}
     for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(p.name))
-    return out
+        if p.name.isdigit() and (f := _stat(int(p.name))):
+            parent[int(p.name)] = int(f[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
 
 
 def test_sigterm_unwinds_with_blocks_and_exits_143(tmp_path):
@@ -61,12 +68,17 @@ def test_sigterm_to_eval_removes_its_export_folder_and_stops_its_workers(tmp_pat
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         folders = _wait_for(lambda: [d for d in tmp.iterdir() if d.is_dir()], 120, "the export folder")
-        _wait_for(lambda: len(_group_members(p.pid)) >= 3, 60, "the measuring child and the export worker")
+        def measuring_child_and_worker():
+            k = _descendants(p.pid)
+            cmd = [Path(f"/proc/{c}/cmdline").read_bytes() if Path(f"/proc/{c}/cmdline").exists() else b"" for c in k]
+            return k if len(k) >= 2 and any(b"profilers.child" in c for c in cmd) else None
+
+        kids = _wait_for(measuring_child_and_worker, 60, "the measuring child and the export worker")
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=60)
         assert rc == 143, p.stderr.read()
         assert not any(d.exists() for d in folders)
-        _wait_for(lambda: not _group_members(p.pid), 10, "the workers to exit")
+        _wait_for(lambda: not any(_stat(k) for k in kids), 10, f"its child processes {sorted(kids)} to exit")
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
