@@ -5,20 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from tests.test_service_e2e import wait_for
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait_for(cond, timeout_s: float, what: str):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -67,18 +58,18 @@ def test_sigterm_to_eval_removes_its_export_folder_and_stops_its_workers(tmp_pat
                           "--out", str(tmp_path / "report")], cwd=ROOT, env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        folders = _wait_for(lambda: [d for d in tmp.iterdir() if d.is_dir()], 120, "the export folder")
+        folders = wait_for(lambda: [d for d in tmp.iterdir() if d.is_dir()], 120, "the export folder")
         def measuring_child_and_worker():
             k = _descendants(p.pid)
             cmd = [Path(f"/proc/{c}/cmdline").read_bytes() if Path(f"/proc/{c}/cmdline").exists() else b"" for c in k]
             return k if len(k) >= 2 and any(b"profilers.child" in c for c in cmd) else None
 
-        kids = _wait_for(measuring_child_and_worker, 60, "the measuring child and the export worker")
+        kids = wait_for(measuring_child_and_worker, 60, "the measuring child and the export worker")
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=60)
         assert rc == 143, p.stderr.read()
         assert not any(d.exists() for d in folders)
-        _wait_for(lambda: not any(_stat(k) for k in kids), 10, f"its child processes {sorted(kids)} to exit")
+        wait_for(lambda: not any(_stat(k) for k in kids), 10, f"its child processes {sorted(kids)} to exit")
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
