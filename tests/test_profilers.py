@@ -297,6 +297,8 @@ def test_recycled_worker_child_dies_with_its_parent():
     import sys
     import time
 
+    from tests.test_shutdown import _stat
+
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux's")
     script = ("from profilers.prefetch import RecycledWorker\nfrom tests._worker_probe import probe\n"
@@ -309,11 +311,8 @@ def test_recycled_worker_child_dies_with_its_parent():
     parent.wait(10)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
-                return  # dead, waiting for the reaper that adopted it
-        except FileNotFoundError:
-            return
+        if _stat(child) is None:
+            return  # gone, or dead and waiting for the reaper that adopted it
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     pytest.fail(f"the worker child {child} outlived its killed parent")

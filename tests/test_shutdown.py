@@ -13,12 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state, ppid, ...); None if gone or a zombie."""
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...); None if gone, a zombie or dead."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] == "Z" else fields
+    return None if fields[0] in "ZX" else fields
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # exited meanwhile
+        return b""
 
 
 def _descendants(pid: int) -> set[int]:
@@ -35,7 +42,7 @@ def _descendants(pid: int) -> set[int]:
 
 
 def test_sigterm_unwinds_with_blocks_and_exits_143(tmp_path):
-    code = ("import tempfile, time, sys\n"
+    code = ("import tempfile, time\n"
             "from profilers.shutdown import exit_cleanly_on_sigterm\n"
             "exit_cleanly_on_sigterm()\n"
             "with tempfile.TemporaryDirectory() as d:\n"
@@ -53,23 +60,25 @@ def test_sigterm_to_eval_removes_its_export_folder_and_stops_its_workers(tmp_pat
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = dict(os.environ, TMPDIR=str(tmp))
+    log = (tmp_path / "eval.log").open("w")
     p = subprocess.Popen([sys.executable, "-m", "predictors", "eval", "amd-epyc-zen4-vnni/onnxruntime-cpu",
                           "--backend", "onnxruntime-cpu", "--hyperspaces", "onnxw", "--n", "4", "--rounds", "1",
                           "--out", str(tmp_path / "report")], cwd=ROOT, env=env, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.DEVNULL, stderr=log)  # a file: a full pipe would stall the eval
     try:
         folders = wait_for(lambda: [d for d in tmp.iterdir() if d.is_dir()], 120, "the export folder")
+
         def measuring_child_and_worker():
             k = _descendants(p.pid)
-            cmd = [Path(f"/proc/{c}/cmdline").read_bytes() if Path(f"/proc/{c}/cmdline").exists() else b"" for c in k]
-            return k if len(k) >= 2 and any(b"profilers.child" in c for c in cmd) else None
+            return k if len(k) >= 2 and any(b"profilers.child" in _cmdline(c) for c in k) else None
 
         kids = wait_for(measuring_child_and_worker, 60, "the measuring child and the export worker")
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=60)
-        assert rc == 143, p.stderr.read()
+        assert rc == 143, (tmp_path / "eval.log").read_text()[-3000:]
         assert not any(d.exists() for d in folders)
         wait_for(lambda: not any(_stat(k) for k in kids), 10, f"its child processes {sorted(kids)} to exit")
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+        log.close()
