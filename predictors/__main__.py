@@ -204,11 +204,13 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
         f" (calibrated on {p.meta.calibration.n_models} networks)" if p.meta.calibration else " (kernel sum)")
     # Judged anchored in the machine state of the predictor's own calibration, where it has one (predictors/anchor.py)
     ref = p.meta.calibration.anchor_ref_ms if p.meta.calibration and set_ == "random" else None
+    # and probe-normalized in the machine state of that calibration (predictors/speed.py)
+    pref = p.meta.calibration.probe_ref_ms if p.meta.calibration and set_ == "random" else None
     if repredict_from is not None:
         from .evaluate import repredict
 
         repredict(p, repredict_from, out / "results.jsonl")
-        summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref)
+        summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref, probe_ref_ms=pref)
         _save_eval(predictor, p, summary, out, save_eval)
         typer.echo(json.dumps(summary, indent=1))
         return
@@ -232,7 +234,7 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
             progress=lambda i, tot, r: prog.update(
                 task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
                                         f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
-    summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref)
+    summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref, probe_ref_ms=pref)
     _save_eval(predictor, p, summary, out, save_eval)
     typer.echo(json.dumps(summary, indent=1))
 
@@ -258,6 +260,10 @@ def agreement(first: Path, second: Path,
     if "anchored" in a:
         z = a["anchored"]
         err.print(f"anchored ({z['n']} networks, both at the first run's anchor {z['ref_ms']:.3f} ms): second/first "
+                  f"median {z['drift']:.3f}; within ±10% {z['acc10']:.1%} (±5% {z['acc5']:.1%}), RMSPE {z['rmspe']:.3f}")
+    if "probe-normalized" in a:
+        z = a["probe-normalized"]
+        err.print(f"probe-normalized ({z['n']} networks, both at the first run's probe {z['ref_ms']:.4f} ms): second/first "
                   f"median {z['drift']:.3f}; within ±10% {z['acc10']:.1%} (±5% {z['acc5']:.1%}), RMSPE {z['rmspe']:.3f}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +327,9 @@ def calibrate(predictor: str, results: list[Path] = typer.Option(..., "--results
     Console().print(t)
     if cal.anchor_ref_ms is not None:
         err.print(f"fitted to anchored latencies: the anchor network at {cal.anchor_ref_ms:.3f} ms (this set's median)")
+    if cal.probe_ref_ms is not None:
+        err.print(f"machine state of the calibration set: reference probe median {cal.probe_ref_ms:.4f} ms "
+                  "(evaluations report probe-normalized figures at it; predictors/speed.py)")
     raw, cv = cal.cv["raw"], cal.cv["calibrated_out_of_fold"]
     err.print(f"on the calibration set: kernel sum RMSPE {raw['rmspe']:.3f}, +-10% {raw['acc10']:.1%}; calibrated "
               f"(out of fold) RMSPE {cv['rmspe']:.3f}, +-10% {cv['acc10']:.1%}; wrote {dest}")

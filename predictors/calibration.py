@@ -58,6 +58,9 @@ class ModelCalibration(BaseModel):
     # set, the machine state that this predictor's numbers are in; an evaluation of it anchors to the same value.
     anchor: str | None = None  # "<space>:<arch>" of the anchor network
     anchor_ref_ms: float | None = None
+    # The median reference probe over the calibration set's rounds (predictors/speed.py): the machine state the fit
+    # was made in, recorded so that an evaluation can report its measurements normalized to the same state.
+    probe_ref_ms: float | None = None
 
 
 def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
@@ -145,6 +148,7 @@ def calibrate(predictor, results: str | Path | list[str | Path], folds: int = 5,
 
     from . import anchor as anc
     from .evaluate import pool_results
+    from .speed import reference_probe_ms
 
     paths = [Path(x) for x in (results if isinstance(results, list) else [results])]
     recs = [r for r in pool_results(paths).values() if r.get("ok") and r.get("measured_ms") and r.get("space")]
@@ -165,4 +169,5 @@ def calibrate(predictor, results: str | Path | list[str | Path], folds: int = 5,
     return ModelCalibration(scales={t: float(a) for t, a in zip(types, beta)}, io_scale=float(beta[-3]),
                             per_kernel_ms=float(beta[-2]), fixed_ms=float(beta[-1]), lam=lam, n_models=len(y),
                             data=_provenance(paths),
-                            cv=cv, fitted_at=datetime.now(timezone.utc).isoformat(), anchor=a_id, anchor_ref_ms=ref)
+                            cv=cv, fitted_at=datetime.now(timezone.utc).isoformat(), anchor=a_id, anchor_ref_ms=ref,
+                            probe_ref_ms=reference_probe_ms(recs))

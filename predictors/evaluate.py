@@ -325,18 +325,23 @@ def _metrics(rs: list[dict]) -> dict:
     return metrics(np.array([r["measured_ms"] for r in rs]), np.array([r["predicted_ms"] for r in rs]))
 
 
-def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: float | None = None) -> dict:
+def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: float | None = None,
+           probe_ref_ms: float | None = None) -> dict:
     """Summary per set of ``results`` (also written as summary.json, report.md and scatter.png in ``out_dir``).
 
     Records measured beside an anchor (:mod:`predictors.anchor`) are also judged *anchored*: groups named
     ``anchored <set>``, against ``anchor_ref_ms`` (the predictor's calibration's) or, without it, this set's
-    median anchor."""
+    median anchor. Records with a reference probe per round are also judged *probe-normalized*
+    (:mod:`predictors.speed`): groups named ``probe-normalized <set>``, at ``probe_ref_ms`` (the median probe of
+    the predictor's calibration set) or, without it, this set's median probe. Both are diagnostics beside the
+    measured groups, which stay the figures a predictor is judged by."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from . import anchor as anc
+    from . import speed
 
     recs = [r for r in load_results(results).values() if r["ok"] and r["measured_ms"] and np.isfinite(r["predicted_ms"])]
     out_dir = Path(out_dir)
@@ -361,10 +366,21 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
                            "ref_source": "calibration" if anchor_ref_ms else "this set's median anchor",
                            "this_set_median_ms": own, "anchor_p10_ms": float(np.percentile(vals, 10)),
                            "anchor_p90_ms": float(np.percentile(vals, 90))}
+    with_probe = [r for r in recs if speed.probe_ratio(r) is not None]
+    normalized: dict[str, list[dict]] = {}
+    if with_probe:
+        own_p = speed.reference_probe_ms(with_probe)
+        pref = probe_ref_ms or own_p
+        normalized = _groups([dict(r, measured_ms=speed.normalized_ms(r, pref)) for r in with_probe])
+        summary.update({f"{NORMALIZED} {g}": _metrics(rs) for g, rs in normalized.items()})
+        summary[PROBE] = {"n": len(with_probe), "ref_ms": pref,
+                          "ref_source": "calibration" if probe_ref_ms else "this set's median probe",
+                          "this_set_median_ms": own_p}
     drift = drift_blocks(recs)
     if drift:
         summary[DRIFT] = {k: v for k, v in drift.items() if k != "curve"}
-    panels = [("measured", groups)] + ([("anchored", anchored)] if anchored else [])
+    panels = ([("measured", groups)] + ([("anchored", anchored)] if anchored else [])
+              + ([(NORMALIZED, normalized)] if normalized else []))
     fig, axes = plt.subplots(1, len(panels) + bool(drift), figsize=(4.5 * (len(panels) + bool(drift)), 4.5),
                              squeeze=False)
     if drift:
@@ -381,7 +397,8 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
         ax.plot([0, lim], [0, lim], "k-", lw=0.8)
         ax.fill_between([0, lim], [0, 0.9 * lim], [0, 1.1 * lim], color="grey", alpha=0.15, label="+-10%")
         ax.set_xlabel(f"{label} INT8 latency (ms)" + (" (anchor = %.2f ms)" % summary[ANCHOR]["ref_ms"]
-                                                     if label == "anchored" else ""))
+                                                     if label == "anchored" else "")
+                      + (" (probe = %.3f ms)" % summary[PROBE]["ref_ms"] if label == NORMALIZED else ""))
         ax.set_ylabel("predicted (ms)")
         ax.legend()
     fig.suptitle(textwrap.fill(title, 52 * len(panels)), fontsize=8)  # a long device name must not be cut off
@@ -435,6 +452,8 @@ NOISE = "measurement noise"
 DRIFT = "drift over the run"
 ANCHORED = "anchored"
 ANCHOR = "anchor"
+NORMALIZED = "probe-normalized"
+PROBE = "reference probe"
 PAPER_ACC10 = {"SpaceEvo, VNNI CPU (onnxruntime)": 0.925, "SpaceEvo, Pixel 4 (TFLite)": 1.0,
                "nn-Meter, Pixel 4 CPU (TFLite FP32)": 0.990}
 
@@ -443,7 +462,7 @@ def report_markdown(summary: dict, title: str) -> str:
     """The evaluation as a table, beside the published +-10% accuracies it is compared with."""
     rows = ["| set | n | RMSE (ms) | RMSPE | within ±5% | within ±10% |", "|---|---|---|---|---|---|"]
     for g, m in summary.items():
-        if g in (NOISE, ANCHOR, DRIFT):
+        if g in (NOISE, ANCHOR, DRIFT, PROBE):
             continue
         rows.append(f"| {g} | {m['n']} | {m['rmse_ms']:.3f} | {m['rmspe']:.3f} | {m['acc5']:.1%} | {m['acc10']:.1%} |")
     if NOISE in summary:
@@ -463,6 +482,13 @@ def report_markdown(summary: dict, title: str) -> str:
         rows += ["", f"`{ANCHORED}` rows: each network's rounds divided by the anchor network measured in the same "
                  f"minutes, times {z['ref_ms']:.3f} ms ({z['ref_source']}); over this set the anchor measured "
                  f"{z['anchor_p10_ms']:.3f} to {z['anchor_p90_ms']:.3f} ms (p10 to p90). See predictors/anchor.py."]
+    if PROBE in summary:
+        z = summary[PROBE]
+        rows += ["", f"`{NORMALIZED}` rows ({z['n']} networks), a diagnostic beside the measured rows: each network's "
+                 f"fastest round over the reference probe measured right after it, times {z['ref_ms']:.4f} ms "
+                 f"({z['ref_source']}" + (f"; this set's median probe: {z['this_set_median_ms']:.4f} ms"
+                                           if z["ref_source"] == "calibration" else "") + "). They say how much "
+                 "of the error is the machine's speed in those minutes. See predictors/speed.py."]
     rows += ["", "Published, within ±10%: " + "; ".join(f"{k} {v:.1%}" for k, v in PAPER_ACC10.items()) + "."]
     return f"# {title}\n\n" + "\n".join(rows) + "\n\n![predicted vs measured](scatter.png)\n"
 
@@ -475,8 +501,11 @@ def agreement(first: str | Path, second: str | Path) -> dict:
     either run. ``drift`` is the median ratio second/first (the machine as a whole got faster or slower);
     ``*_drift_removed`` are the shares after dividing it out. Where both runs were measured beside an anchor
     network, ``anchored`` holds the same figures for anchored latencies, both at the first run's median anchor:
-    only the anchor, not the data's own median, corrects the second run for the machine's state."""
+    only the anchor, not the data's own median, corrects the second run for the machine's state. Where both
+    runs kept a reference probe per round, ``probe-normalized`` holds them for probe-normalized latencies
+    (:mod:`predictors.speed`), both at the first run's median probe."""
     from . import anchor as anc
+    from . import speed
 
     ra, rb = (load_results(x) for x in (first, second))
     a, b = ({n: r["measured_ms"] for n, r in rs.items() if r.get("ok") and r.get("measured_ms")} for rs in (ra, rb))
@@ -497,6 +526,11 @@ def agreement(first: str | Path, second: str | Path) -> dict:
     if len(both) >= 2:
         ref = anc.reference_ms([ra[n] for n in both])
         out["anchored"] = dict(figures(np.array([anc.ratio(rb[n]) / anc.ratio(ra[n]) for n in both])), ref_ms=ref)
+    both = [n for n in names if speed.probe_ratio(ra[n]) is not None and speed.probe_ratio(rb[n]) is not None]
+    if len(both) >= 2:
+        ref = speed.reference_probe_ms([ra[n] for n in both])
+        out[NORMALIZED] = dict(figures(np.array([speed.probe_ratio(rb[n]) / speed.probe_ratio(ra[n]) for n in both])),
+                               ref_ms=ref)
     return out
 
 
