@@ -257,14 +257,12 @@ def agreement(first: Path, second: Path,
     err.print(f"{a['n']} networks measured twice: second/first median {a['drift']:.3f}; within ±10% {a['acc10']:.1%} "
               f"(±5% {a['acc5']:.1%}), RMSPE {a['rmspe']:.3f}; with the median drift divided out, within ±10% "
               f"{a['acc10_drift_removed']:.1%} (±5% {a['acc5_drift_removed']:.1%})")
-    if "anchored" in a:
-        z = a["anchored"]
-        err.print(f"anchored ({z['n']} networks, both at the first run's anchor {z['ref_ms']:.3f} ms): second/first "
-                  f"median {z['drift']:.3f}; within ±10% {z['acc10']:.1%} (±5% {z['acc5']:.1%}), RMSPE {z['rmspe']:.3f}")
-    if "probe-normalized" in a:
-        z = a["probe-normalized"]
-        err.print(f"probe-normalized ({z['n']} networks, both at the first run's probe {z['ref_ms']:.4f} ms): second/first "
-                  f"median {z['drift']:.3f}; within ±10% {z['acc10']:.1%} (±5% {z['acc5']:.1%}), RMSPE {z['rmspe']:.3f}")
+    for label, ref_name, ref_fmt in (("anchored", "anchor", ".3f"), ("probe-normalized", "probe", ".4f")):
+        if label in a:
+            z = a[label]
+            err.print(f"{label} ({z['n']} networks, both at the first run's {ref_name} {z['ref_ms']:{ref_fmt}} ms): "
+                      f"second/first median {z['drift']:.3f}; within ±10% {z['acc10']:.1%} (±5% {z['acc5']:.1%}), "
+                      f"RMSPE {z['rmspe']:.3f}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"first": str(first), "second": str(second), **a}, indent=1) + "\n")

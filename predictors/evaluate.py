@@ -354,28 +354,13 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
                                                                            if r.get("rounds_ms")])),
                           "spread_median": float(np.median(spreads)), "spread_p90": float(np.percentile(spreads, 90)),
                           "within10": float(np.mean(spreads <= 0.10))}
-    with_anchor = [r for r in recs if anc.ratio(r) is not None]
-    anchored: dict[str, list[dict]] = {}
-    if with_anchor:
-        own = anc.reference_ms(with_anchor)
-        ref = anchor_ref_ms or own
-        anchored = _groups([dict(r, measured_ms=anc.anchored_ms(r, ref)) for r in with_anchor])
-        summary.update({f"{ANCHORED} {g}": _metrics(rs) for g, rs in anchored.items()})
-        vals = [v for r in with_anchor for v in anc.brackets(r["anchor_rounds_ms"]) if np.isfinite(v)]
-        summary[ANCHOR] = {"n": len(with_anchor), "ref_ms": ref,
-                           "ref_source": "calibration" if anchor_ref_ms else "this set's median anchor",
-                           "this_set_median_ms": own, "anchor_p10_ms": float(np.percentile(vals, 10)),
-                           "anchor_p90_ms": float(np.percentile(vals, 90))}
-    with_probe = [r for r in recs if speed.probe_ratio(r) is not None]
-    normalized: dict[str, list[dict]] = {}
-    if with_probe:
-        own_p = speed.reference_probe_ms(with_probe)
-        pref = probe_ref_ms or own_p
-        normalized = _groups([dict(r, measured_ms=speed.normalized_ms(r, pref)) for r in with_probe])
-        summary.update({f"{NORMALIZED} {g}": _metrics(rs) for g, rs in normalized.items()})
-        summary[PROBE] = {"n": len(with_probe), "ref_ms": pref,
-                          "ref_source": "calibration" if probe_ref_ms else "this set's median probe",
-                          "this_set_median_ms": own_p}
+    anchored = _judge_normalized(recs, summary, ANCHORED, ANCHOR, "this set's median anchor", anc.ratio,
+                                 anc.reference_ms, anc.anchored_ms, anchor_ref_ms)
+    if anchored:
+        vals = [v for r in anchored["all"] for v in anc.brackets(r["anchor_rounds_ms"]) if np.isfinite(v)]
+        summary[ANCHOR].update(anchor_p10_ms=float(np.percentile(vals, 10)), anchor_p90_ms=float(np.percentile(vals, 90)))
+    normalized = _judge_normalized(recs, summary, NORMALIZED, PROBE, "this set's median probe", speed.probe_ratio,
+                                   speed.reference_probe_ms, speed.normalized_ms, probe_ref_ms)
     drift = drift_blocks(recs)
     if drift:
         summary[DRIFT] = {k: v for k, v in drift.items() if k != "curve"}
@@ -408,6 +393,24 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "report.md").write_text(report_markdown(summary, title))
     return summary
+
+
+def _judge_normalized(recs: list[dict], summary: dict, label: str, key: str, own_source: str, ratio, reference,
+                      normalized, ref_ms: float | None) -> dict[str, list[dict]]:
+    """Judge the records that ``ratio`` covers again, each latency ``normalized`` at ``ref_ms`` (the calibration's)
+    or, without it, at this set's own ``reference``: adds ``<label> <set>`` metrics and ``summary[key]`` (the
+    reference used) and returns the groups, empty when no record is covered. The anchor network
+    (:mod:`predictors.anchor`) and the reference probe (:mod:`predictors.speed`) are two such normalizers."""
+    covered = [r for r in recs if ratio(r) is not None]
+    if not covered:
+        return {}
+    own = reference(covered)
+    ref = ref_ms or own
+    groups = _groups([dict(r, measured_ms=normalized(r, ref)) for r in covered])
+    summary.update({f"{label} {g}": _metrics(rs) for g, rs in groups.items()})
+    summary[key] = {"n": len(covered), "ref_ms": ref, "ref_source": "calibration" if ref_ms else own_source,
+                    "this_set_median_ms": own}
+    return groups
 
 
 def drift_blocks(recs: list[dict], block: int = DRIFT_BLOCK) -> dict | None:
@@ -522,15 +525,12 @@ def agreement(first: str | Path, second: str | Path) -> dict:
                 "acc10_drift_removed": float(np.mean(np.abs(rel_d) <= 0.10))}
 
     out = figures(np.array([b[n] / a[n] for n in names]))
-    both = [n for n in names if anc.ratio(ra[n]) is not None and anc.ratio(rb[n]) is not None]
-    if len(both) >= 2:
-        ref = anc.reference_ms([ra[n] for n in both])
-        out["anchored"] = dict(figures(np.array([anc.ratio(rb[n]) / anc.ratio(ra[n]) for n in both])), ref_ms=ref)
-    both = [n for n in names if speed.probe_ratio(ra[n]) is not None and speed.probe_ratio(rb[n]) is not None]
-    if len(both) >= 2:
-        ref = speed.reference_probe_ms([ra[n] for n in both])
-        out[NORMALIZED] = dict(figures(np.array([speed.probe_ratio(rb[n]) / speed.probe_ratio(ra[n]) for n in both])),
-                               ref_ms=ref)
+    for label, ratio, reference in ((ANCHORED, anc.ratio, anc.reference_ms),
+                                    (NORMALIZED, speed.probe_ratio, speed.reference_probe_ms)):
+        both = [n for n in names if ratio(ra[n]) is not None and ratio(rb[n]) is not None]
+        if len(both) >= 2:
+            out[label] = dict(figures(np.array([ratio(rb[n]) / ratio(ra[n]) for n in both])),
+                              ref_ms=reference([ra[n] for n in both]))
     return out
 
 
