@@ -182,6 +182,9 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block"),
              quiet_rounds: bool = typer.Option(True, "--quiet-rounds/--no-quiet-rounds", help="rounds after the "
                                                "first wait until the next block's exports are done"),
+             lend_core: bool = typer.Option(True, "--lend-core/--no-lend-core", help="while a quiet round waits for "
+                                            "the exports, a second export process runs on the measuring core (it "
+                                            "stops before the round is measured)"),
              anchor: bool = typer.Option(False, "--anchor/--no-anchor", help="measure the backend's anchor network "
                                          "beside every block and also report anchored latencies (predictors/anchor.py;"
                                          " off by default: on the Zen 4 host it added more noise than it removed)"),
@@ -231,7 +234,7 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
         task = prog.add_task("eval", total=len(items), last="")
         run(p, backend, items, out / "results.jsonl", budget_s=budget_min * 60 if budget_min else None,
             rounds=rounds, block=block, quiet_rounds=quiet_rounds, retry_failed=retry_failed, anchor=anchor,
-            progress=lambda i, tot, r: prog.update(
+            lend_core=lend_core, progress=lambda i, tot, r: prog.update(
                 task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
                                         f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
     summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref, probe_ref_ms=pref)

@@ -153,7 +153,8 @@ EXPORTS_PER_CHILD = {"tflite-cpu": 16, "onnxruntime-cpu": 64}
 
 def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protocol: Protocol | None = None,
              progress=None, budget_s: float | None = None, rounds: int = 3, block: int = 8,
-             quiet_rounds: bool = True, retry_failed: bool = True, anchor: bool = False) -> Path:
+             quiet_rounds: bool = True, retry_failed: bool = True, anchor: bool = False,
+             lend_core: bool = True) -> Path:
     """Export and measure ``items`` end to end, one JSON line per item in ``out`` (resumable).
 
     One record of a network is not ground truth on a shared VM: on the Xeon, SEQnet@vnni-A0's p10 varied
@@ -168,6 +169,12 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     than a round after it (mobilew-calib-6: 8.10, 7.96, then 6.69 ms), and the third round was the fastest for 52%
     of the networks. So with ``quiet_rounds`` the first round runs beside the exports and every later round waits
     until the exporter is idle (``quiet_rounds`` in each record says which ones were).
+
+    While a quiet round waits, the measuring core has nothing to do; with ``lend_core`` a second export process
+    pinned to it helps with the next block meanwhile (a :class:`Prefetcher` helper). It stops before the round
+    starts, so no measurement ever shares its core with an export, and the rounds measure what they measured
+    before; only the wait is shorter. A TFLite evaluation, bound by its exports, gets faster by up to the ratio of
+    cores to export on (two here; ``bench/eval_bench.py``).
 
     Each round also keeps the reference probe that the measurement ran after it (``probe_ms``: a fixed float
     matmul, see :mod:`profilers.protocol`), so that an analysis can ask whether the machine's speed, not the
@@ -196,6 +203,10 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
         # the exports run in a child process replaced every few networks (TensorFlow's converter leaks)
         export = stack.enter_context(RecycledWorker(partial(_export_job, backend, tmp),
                                                     EXPORTS_PER_CHILD.get(backend, 16), avoid_core=prof.core))
+        helper = None
+        if lend_core and quiet_rounds and rounds > 1 and prof.core is not None:  # only quiet waits lend the core
+            helper = stack.enter_context(RecycledWorker(partial(_export_job, backend, tmp),
+                                                        EXPORTS_PER_CHILD.get(backend, 16), core=prof.core))
 
         anchor_path = None
         if anchor and todo:
@@ -210,7 +221,7 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
             return m.latency_ms if m.ok else None
 
         deadline = time.monotonic() + budget_s if budget_s else None
-        prefetch = Prefetcher(export, todo, avoid_core=prof.core, depth=block)
+        prefetch = Prefetcher(export, todo, avoid_core=prof.core, depth=block, helper=helper)
         for chunk in _blocks(prefetch, block):
             if deadline is not None and time.monotonic() > deadline:
                 break  # resumable: the next run continues with this block

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import threading
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-_DONE = object()
-
-
 def _pin_away_from(avoid: int | None) -> set[int]:
     """Pin the calling thread (0 = the calling thread on Linux) to every core but the profiler's ``avoid``;
     the cores it now runs on, empty when nothing was pinned. Used by the prefetch thread and, as the
@@ -41,8 +37,9 @@ def _pin_away_from(avoid: int | None) -> set[int]:
     return cores
 
 
-def _child_init(avoid: int | None, parent: int) -> None:
-    """Initializer of a :class:`RecycledWorker` child: die with the parent, and keep off the profiler's core.
+def _child_init(avoid: int | None, parent: int, core: int | None = None) -> None:
+    """Initializer of a :class:`RecycledWorker` child: die with the parent, and keep off the profiler's core (or,
+    for the helper of a :class:`Prefetcher`, run on exactly ``core``).
 
     Why the first: an evaluation stopped by SIGTERM (or killed) left its export child alive (seen on the Emerald
     Rapids host), on the cores of the next run's measurements. On Linux the kernel sends the child SIGTERM when
@@ -54,7 +51,10 @@ def _child_init(avoid: int | None, parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the parent was gone before the call: nobody will collect this child's work
             os._exit(0)
-    _pin_away_from(avoid)
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    else:
+        _pin_away_from(avoid)
 
 
 class Prefetcher(Generic[T, R]):
@@ -62,16 +62,35 @@ class Prefetcher(Generic[T, R]):
 
     ``avoid_core`` is the profiler's core; the worker pins itself to every other core (on a one-core
     machine it shares). Exceptions are returned, not raised, so one bad export is one bad record.
+
+    ``helper``, when given, is a second ``fn`` for the profiler's own core (for example a
+    :class:`RecycledWorker` pinned there). It takes items only while the consumer is blocked here (in
+    :meth:`wait_idle`, or waiting for its next item), that is while the profiler measures nothing, and control
+    returns to the consumer only once the helper has nothing in hand, so no measurement ever shares its core with
+    an export. Why: a TFLite evaluation is bound by its exports (about 22 s a network on one core against about
+    8 s of measuring), and its later rounds already wait for them, leaving the measuring core idle for most of
+    each block.
     """
 
-    def __init__(self, fn: Callable[[T], R], items: Iterable[T], avoid_core: int | None = None, depth: int = 2):
+    def __init__(self, fn: Callable[[T], R], items: Iterable[T], avoid_core: int | None = None, depth: int = 2,
+                 helper: Callable[[T], R] | None = None):
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        self._fn, self._items, self._avoid = fn, items, avoid_core
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._idle = threading.Event()  # set while the worker computes nothing (queue full, or done)
-        self._thread = threading.Thread(target=self._run, name="prefetch-export", daemon=True)
+        self._fn, self._helper, self._avoid, self._depth = fn, helper, avoid_core, depth
+        self._items = iter(items)
+        self._cv = threading.Condition()
+        self._results: dict[int, tuple[T, object]] = {}  # sequence number -> (item, result), not yet consumed
+        self._taken = 0  # items taken from the iterable so far (the next sequence number)
+        self._busy = 0  # items being computed now, by either worker
+        self._helper_busy = 0
+        self._exhausted = False
+        self._lend = False  # True while a caller waits in wait_idle: the helper may work
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, args=(fn, False), name="prefetch-export", daemon=True)
+        self._threads = [self._thread]
+        if helper is not None:
+            self._threads.append(threading.Thread(target=self._run, args=(helper, True), name="prefetch-helper",
+                                                  daemon=True))
 
     def _pin(self) -> None:
         cores = _pin_away_from(self._avoid)
@@ -79,51 +98,86 @@ class Prefetcher(Generic[T, R]):
         if cores and torch is not None:  # its pool may predate the pinning; one thread per free core runs here
             torch.set_num_threads(len(cores))
 
-    def _run(self) -> None:
-        self._pin()
-        try:
-            for item in self._items:
-                if self._stop.is_set():
+    def _full(self) -> bool:
+        return self._busy + len(self._results) >= self._depth
+
+    def _idle(self) -> bool:
+        return self._stop or (self._busy == 0 and (self._exhausted or self._full()))
+
+    def _run(self, fn: Callable[[T], R], helper: bool) -> None:
+        if helper:
+            if self._avoid is not None and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, {self._avoid})  # in-process work of a helper belongs on the lent core
+        else:
+            self._pin()
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop or self._exhausted
+                                  or (not self._full() and (self._lend or not helper)))
+                if self._stop or self._exhausted:
                     return
-                self._idle.clear()
                 try:
-                    res: object = self._fn(item)
-                except Exception as e:  # noqa: BLE001 - handed to the consumer as data
-                    res = e
-                while not self._stop.is_set():
-                    try:
-                        self._q.put((item, res), timeout=0.2)
-                        break
-                    except queue.Full:
-                        self._idle.set()  # blocked until the consumer takes one
-                        continue
+                    item = next(self._items)
+                except StopIteration:
+                    self._exhausted = True
+                    self._cv.notify_all()
+                    return
+                seq = self._taken
+                self._taken += 1
+                self._busy += 1
+                self._helper_busy += helper
+            try:
+                res: object = fn(item)
+            except Exception as e:  # noqa: BLE001 - handed to the consumer as data
+                res = e
+            with self._cv:
+                self._busy -= 1
+                self._helper_busy -= helper
+                self._results[seq] = (item, res)
+                self._cv.notify_all()
+
+    def _lend_until(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait (lock held) until ``ready()``, the helper working meanwhile; return once it has nothing in hand."""
+        self._lend = self._helper is not None
+        self._cv.notify_all()
+        try:
+            return self._cv.wait_for(ready, timeout)
         finally:
-            self._idle.set()
-            self._q.put(_DONE)
+            self._lend = False
+            self._cv.wait_for(lambda: self._helper_busy == 0)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until the worker is idle (its queue is full or its items are done): measurements taken then
-        share the machine with nothing of ours. Returns False on timeout."""
-        return self._idle.wait(timeout)
+        """Block until the workers are idle (``depth`` items ahead are done, or all are): measurements taken then
+        share the machine with nothing of ours. Meanwhile the helper, if any, computes on the measuring core. Returns
+        False on timeout; even then the helper has finished its item, so the caller's core is free."""
+        with self._cv:
+            return self._lend_until(self._idle, timeout)
 
     def __iter__(self) -> Iterator[tuple[T, R | Exception]]:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         try:
+            seq = 0
             while True:
-                got = self._q.get()
-                if got is _DONE:
-                    return
-                yield got
+                with self._cv:
+                    self._lend_until(lambda: seq in self._results or (self._exhausted and seq >= self._taken))
+                    if seq not in self._results:
+                        return
+                    got = self._results.pop(seq)
+                    self._cv.notify_all()
+                seq += 1
+                yield got  # type: ignore[misc]
         finally:
             self.close()
 
     def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._q.get(timeout=0.1)
-            except queue.Empty:
-                pass
+        """Stop taking items; an item in hand is finished first (an export cannot be interrupted safely)."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        for t in self._threads:
+            if t.is_alive():
+                t.join()
 
 
 def _call_plainly(fn: Callable[[T], R], item: T) -> R:
@@ -149,24 +203,36 @@ class RecycledWorker(Generic[T, R]):
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one). A child that dies
     (a crash in native code, the OOM killer) fails only the item it was computing, with a RuntimeError that
     says so; the next item gets a fresh child.
+
+    The child keeps off ``avoid_core``; with ``core`` it runs on that core only instead (a :class:`Prefetcher`
+    helper, lent the profiler's core while it measures nothing).
     """
 
-    def __init__(self, fn: Callable[[T], R], tasks_per_child: int = 16, avoid_core: int | None = None):
+    def __init__(self, fn: Callable[[T], R], tasks_per_child: int = 16, avoid_core: int | None = None,
+                 core: int | None = None):
         if tasks_per_child < 1:
             raise ValueError(f"tasks_per_child must be >= 1, got {tasks_per_child}")
-        self._fn, self._n, self._avoid = fn, tasks_per_child, avoid_core
+        self._fn, self._n, self._avoid, self._core = fn, tasks_per_child, avoid_core, core
         self._pool: ProcessPoolExecutor | None = None
+        self._done = 0  # items computed by the current child
 
     def __call__(self, item: T) -> R:
+        # The child is replaced here, inside the call, rather than by the pool's own max_tasks_per_child: that one
+        # exits the old child after handing back the result and spawns the new one at once, outside any call, and
+        # for a helper on the profiler's core both would run beside the next measurement.
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_child_init, initargs=(self._avoid, os.getpid()),
-                                             max_tasks_per_child=self._n)
+                                             initializer=_child_init, initargs=(self._avoid, os.getpid(), self._core))
+            self._done = 0
         try:
             return self._pool.submit(_call_plainly, self._fn, item).result()
         except BrokenProcessPool as e:
             self.close()
             raise RuntimeError(f"the worker process died while computing this item ({e})") from None
+        finally:
+            self._done += 1
+            if self._done >= self._n:
+                self.close()  # waits for the child to exit
 
     def close(self) -> None:
         if self._pool is not None:

@@ -265,13 +265,15 @@ def test_prefetcher_keeps_order_returns_errors_and_avoids_the_profiler_core():
     for i, _ in it:
         if i == 5:
             break
-    assert not it._thread.is_alive()
+    assert not any(t.is_alive() for t in it._threads)
     with pytest.raises(ValueError, match="depth"):
         Prefetcher(fn, [], depth=0)
 
 
 def test_recycled_worker_replaces_its_process_and_fails_only_the_item_it_was_on():
     """Evaluations export in such a worker: TensorFlow's converter leaked 12 GB in one long-lived process."""
+    import multiprocessing
+
     from profilers.prefetch import RecycledWorker
     from tests._worker_probe import probe
 
@@ -279,6 +281,10 @@ def test_recycled_worker_replaces_its_process_and_fails_only_the_item_it_was_on(
     with RecycledWorker(probe, tasks_per_child=2, avoid_core=avoid) as w:
         pids = [w("pid") for _ in range(4)]
         assert pids[0] == pids[1] != pids[2] == pids[3] and os.getpid() not in pids
+        for pid in (pids[1], pids[3]):  # replaced inside the call that ended its turn: exited, and no successor
+            with pytest.raises(ProcessLookupError):  # spawned yet (a helper's must not start beside a measurement)
+                os.kill(pid, 0)
+        assert not [c for c in multiprocessing.active_children() if c.pid not in pids]
         if len(os.sched_getaffinity(0)) > 1:
             assert avoid not in w("affinity")
         with pytest.raises(RuntimeError, match="KeyError: 'no such kernel'"):
@@ -286,6 +292,8 @@ def test_recycled_worker_replaces_its_process_and_fails_only_the_item_it_was_on(
         with pytest.raises(RuntimeError, match="worker process died"):
             w("die")
         assert w("pid") not in pids  # the next item gets a fresh child
+    with RecycledWorker(probe, tasks_per_child=2, core=avoid) as w:
+        assert w("affinity") == [avoid]  # a Prefetcher's helper runs on the profiler's core, and only there
     with pytest.raises(ValueError, match="tasks_per_child"):
         RecycledWorker(probe, tasks_per_child=0)
 
@@ -337,6 +345,55 @@ def test_prefetcher_says_when_it_is_idle():
     assert next(it) == (0, 0)
     assert p.wait_idle(5)  # queue full: the worker waits for the consumer
     assert [i for i, _ in it] == [1, 2, 3, 4, 5] and p.wait_idle(0)  # done: idle for good
+
+
+def test_prefetcher_helper_works_only_while_the_caller_waits_and_leaves_before_it_returns():
+    """An evaluation lends its measuring core to a second exporter during quiet waits: the exports must be off that
+    core again before the round is measured, and the order of results must not change."""
+    import threading
+    import time
+
+    from profilers.prefetch import Prefetcher
+
+    waiting = threading.Event()  # set by this test while it is blocked in the prefetcher: the measuring core is free
+    in_hand = []  # helper items being computed now
+    helper_saw = []  # for each helper item: was a caller waiting when it started and when it ended?
+
+    def main(i):
+        time.sleep(0.05)
+        return ("main", i)
+
+    def helper(i):
+        in_hand.append(i)
+        start = waiting.is_set()
+        time.sleep(0.3 if i != 9 else 1.0)
+        helper_saw.append(start and waiting.is_set())
+        in_hand.remove(i)
+        return ("helper", i)
+
+    def blocked(call):
+        waiting.set()
+        try:
+            return call()
+        finally:
+            assert not in_hand  # nothing of the helper's is left on the core when the consumer measures
+            waiting.clear()
+
+    p = Prefetcher(main, range(16), depth=4, helper=helper)
+    it = iter(p)
+    got = [blocked(lambda: next(it))]  # waiting for its first item, the consumer lends the core too
+    seen = len(helper_saw)
+    time.sleep(0.5)  # the consumer "measures": the helper takes nothing, the main worker fills the lookahead
+    assert len(helper_saw) == seen and blocked(lambda: p.wait_idle(5))
+    got += [blocked(lambda: next(it)) for _ in range(4)]
+    assert blocked(lambda: p.wait_idle(10))  # 4 more ahead, shared by both
+    got += [blocked(lambda: next(it)) for _ in range(4)]
+    assert not blocked(lambda: p.wait_idle(0.01))  # timed out, yet returns only once the helper's item is done
+    got += [blocked(lambda: next(it)) for _ in range(16 - len(got))]
+    assert [i for i, _ in got] == list(range(16)) and all(r[1] == i for i, r in got)
+    assert any(r[0] == "helper" for _, r in got) and helper_saw and all(helper_saw)
+    with pytest.raises(StopIteration):
+        next(it)
 
 
 def test_device_slug_names_the_core_generation_of_a_bare_brand():
