@@ -374,7 +374,7 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
                                    speed.reference_probe_ms, speed.normalized_ms, probe_ref_ms)
     drift = drift_blocks(recs)
     if drift:
-        summary[DRIFT] = {k: v for k, v in drift.items() if k != "curve"}
+        summary[DRIFT] = {k: v for k, v in drift.items() if k not in ("curve", "probe_curve")}
     panels = ([("measured", groups)] + ([("anchored", anchored)] if anchored else [])
               + ([(NORMALIZED, normalized)] if normalized else []))
     fig, axes = plt.subplots(1, len(panels) + bool(drift), figsize=(4.5 * (len(panels) + bool(drift)), 4.5),
@@ -439,9 +439,21 @@ def drift_blocks(recs: list[dict], block: int = DRIFT_BLOCK) -> dict | None:
     blocks = rel[:n_blocks * block].reshape(n_blocks, block)  # a last, partial block is left out
     med = np.median(blocks, axis=1)
     removed = blocks - med[:, None]
-    return {"block": block, "blocks": int(n_blocks), "median_error_min": float(med.min()),
-            "median_error_max": float(med.max()), "median_error_sd": float(med.std()),
-            "acc10_block_median_removed": float(np.mean(np.abs(removed) <= 0.10)), "curve": med.tolist()}
+    out = {"block": block, "blocks": int(n_blocks), "median_error_min": float(med.min()),
+           "median_error_max": float(med.max()), "median_error_sd": float(med.std()),
+           "acc10_block_median_removed": float(np.mean(np.abs(removed) <= 0.10)), "curve": med.tolist()}
+    # The machine's speed in the same blocks, from the reference probe of every round (predictors/speed.py), where
+    # each block has one: when the error walks with it, the walk is the machine's.
+    probes = [[v for r in recs[i * block:(i + 1) * block] for v in (r.get("probe_ms") or []) if v]
+              for i in range(n_blocks)]
+    if all(probes):
+        pc = np.array([np.median(p) for p in probes])
+        speed = np.median(pc) / pc - 1  # + when the machine ran faster than over the whole run
+        out["probe_curve"] = pc.tolist()
+        if pc.std() > 0 and med.std() > 0:
+            # a slower machine (speed < 0) makes networks measure slower, so predicted/measured - 1 drops with it
+            out["probe_error_corr"] = float(np.corrcoef(speed, med)[0, 1])
+    return out
 
 
 def _relative_errors(recs: list[dict]) -> np.ndarray:
@@ -449,12 +461,17 @@ def _relative_errors(recs: list[dict]) -> np.ndarray:
 
 
 def _plot_drift(ax, recs: list[dict], drift: dict) -> None:
-    """Error of each network against the order it was measured in, with each block's median."""
+    """Error of each network against the order it was measured in, with each block's median and, where rounds kept
+    their reference probe, the machine's speed in each block (the run's median probe over the block's, in %): the
+    two curves walking together is the machine changing speed."""
     rel = 100 * _relative_errors(recs)
     ax.scatter(np.arange(len(rel)), rel, s=6, alpha=0.4, label="network")
     b = drift["block"]
     xs = [i * b + b / 2 for i in range(drift["blocks"])]
     ax.plot(xs, 100 * np.array(drift["curve"]), "r-", lw=1.5, label=f"median of each {b}")
+    if drift.get("probe_curve"):
+        pc = np.array(drift["probe_curve"])
+        ax.plot(xs, 100 * (np.median(pc) / pc - 1), "g--", lw=1.2, label="machine speed (probe), vs run median")
     ax.axhspan(-10, 10, color="grey", alpha=0.15, label="+-10%")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("networks in measurement order")
@@ -490,7 +507,9 @@ def report_markdown(summary: dict, title: str) -> str:
                  f"median error of a block ranged from {z['median_error_min']:+.1%} to {z['median_error_max']:+.1%} "
                  f"(SD {z['median_error_sd']:.1%}); with each block's median divided out, {z['acc10_block_median_removed']:.1%} "
                  "would be within ±10%. A walking curve in the right-hand plot is the machine changing speed, "
-                 "not the predictor."]
+                 "not the predictor."
+                 + (f" The blocks' median error and the machine's speed from the reference probe (green, dashed) "
+                    f"correlate {z['probe_error_corr']:+.2f} over the blocks." if "probe_error_corr" in z else "")]
     if ANCHOR in summary:
         z = summary[ANCHOR]
         rows += ["", f"`{ANCHORED}` rows: each network's rounds divided by the anchor network measured in the same "

@@ -6,7 +6,8 @@ subnets is mostly export. The profiler child is pinned to one core (the last by 
 exports run in a worker thread pinned to the remaining cores, a few items ahead. Threads a pinned
 thread starts (torch, TensorFlow and onnxruntime pools) inherit its affinity on Linux, so the
 measured core stays quiet; what they still share is the L3 cache and memory bandwidth, the same
-for kernel models and whole networks.
+for kernel models and whole networks. While the measuring side waits for exports, it can lend its own core
+to a second exporter (:class:`Prefetcher`'s ``helper``), which is off that core again before the wait ends.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R")
+
 
 def _pin_away_from(avoid: int | None) -> set[int]:
     """Pin the calling thread (0 = the calling thread on Linux) to every core but the profiler's ``avoid``;
@@ -84,7 +86,8 @@ class Prefetcher(Generic[T, R]):
         self._busy = 0  # items being computed now, by either worker
         self._helper_busy = 0
         self._exhausted = False
-        self._lend = False  # True while a caller waits in wait_idle: the helper may work
+        self._lend = False  # True while the consumer is blocked in here: the helper may work
+        self._error: BaseException | None = None  # raised by the items iterable itself: handed to the consumer
         self._stop = False
         self._thread = threading.Thread(target=self._run, args=(fn, False), name="prefetch-export", daemon=True)
         self._threads = [self._thread]
@@ -118,8 +121,9 @@ class Prefetcher(Generic[T, R]):
                     return
                 try:
                     item = next(self._items)
-                except StopIteration:
+                except Exception as e:  # noqa: BLE001 - StopIteration, or the iterable failed: no more items
                     self._exhausted = True
+                    self._error = None if isinstance(e, StopIteration) else e
                     self._cv.notify_all()
                     return
                 seq = self._taken
@@ -162,6 +166,8 @@ class Prefetcher(Generic[T, R]):
                 with self._cv:
                     self._lend_until(lambda: seq in self._results or (self._exhausted and seq >= self._taken))
                     if seq not in self._results:
+                        if self._error is not None:
+                            raise self._error
                         return
                     got = self._results.pop(seq)
                     self._cv.notify_all()

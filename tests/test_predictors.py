@@ -360,6 +360,16 @@ def test_report_shows_how_the_error_wanders_over_the_run(tmp_path):
     s = report(tmp_path / "results.jsonl", tmp_path, "t")
     assert s[DRIFT]["blocks"] == 3 and "curve" not in s[DRIFT] and s["all"]["acc10"] == pytest.approx(2 / 3)
     assert "Drift over the run (3 blocks of 16" in (tmp_path / "report.md").read_text()
+    assert "probe_error_corr" not in s[DRIFT]  # no probes kept: nothing said about the machine's speed
+    # the same run with a probe per round that read 16% slower in the last block: the error walked with the machine
+    for i, r in enumerate(recs):
+        r["probe_ms"] = [0.30 * (1.16 if i >= 2 * DRIFT_BLOCK else 1.0) * (1 + 0.01 * (i % 3))]
+    d = drift_blocks(recs)
+    assert d["probe_curve"][2] == pytest.approx(1.16 * d["probe_curve"][0], rel=0.02) and d["probe_error_corr"] > 0.9
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = report(tmp_path / "results.jsonl", tmp_path, "t")
+    assert s[DRIFT]["probe_error_corr"] > 0.9 and "probe_curve" not in s[DRIFT]
+    assert "correlate +" in (tmp_path / "report.md").read_text()
 
 
 def test_a_retried_network_counts_once_with_its_last_record(tmp_path):

@@ -269,6 +269,16 @@ def test_prefetcher_keeps_order_returns_errors_and_avoids_the_profiler_core():
     with pytest.raises(ValueError, match="depth"):
         Prefetcher(fn, [], depth=0)
 
+    def items():  # the item source itself fails: the consumer hears of it after the items before
+        yield from range(3)
+        raise OSError("plan file unreadable")
+
+    got = []
+    with pytest.raises(OSError, match="unreadable"):
+        for i, _ in Prefetcher(lambda i: i, items(), depth=2):
+            got.append(i)
+    assert got == [0, 1, 2]
+
 
 def test_recycled_worker_replaces_its_process_and_fails_only_the_item_it_was_on():
     """Evaluations export in such a worker: TensorFlow's converter leaked 12 GB in one long-lived process."""
