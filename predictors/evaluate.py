@@ -201,12 +201,11 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
 
         # the exports run in a child process replaced every few networks (TensorFlow's converter leaks)
-        export = stack.enter_context(RecycledWorker(partial(_export_job, backend, tmp),
-                                                    EXPORTS_PER_CHILD.get(backend, 16), avoid_core=prof.core))
+        job, per_child = partial(_export_job, backend, tmp), EXPORTS_PER_CHILD.get(backend, 16)
+        export = stack.enter_context(RecycledWorker(job, per_child, avoid_core=prof.core))
         helper = None
         if lend_core and quiet_rounds and rounds > 1 and prof.core is not None:  # only quiet waits lend the core
-            helper = stack.enter_context(RecycledWorker(partial(_export_job, backend, tmp),
-                                                        EXPORTS_PER_CHILD.get(backend, 16), core=prof.core))
+            helper = stack.enter_context(RecycledWorker(job, per_child, core=prof.core))
 
         anchor_path = None
         if anchor and todo:
@@ -448,12 +447,18 @@ def drift_blocks(recs: list[dict], block: int = DRIFT_BLOCK) -> dict | None:
               for i in range(n_blocks)]
     if all(probes):
         pc = np.array([np.median(p) for p in probes])
-        speed = np.median(pc) / pc - 1  # + when the machine ran faster than over the whole run
+        speed = _probe_speed(pc)
         out["probe_curve"] = pc.tolist()
         if pc.std() > 0 and med.std() > 0:
             # a slower machine (speed < 0) makes networks measure slower, so predicted/measured - 1 drops with it
             out["probe_error_corr"] = float(np.corrcoef(speed, med)[0, 1])
     return out
+
+
+def _probe_speed(probe_curve) -> np.ndarray:
+    """Each block's machine speed relative to the run's median block (+ when faster), from its median probe."""
+    pc = np.asarray(probe_curve, float)
+    return np.median(pc) / pc - 1
 
 
 def _relative_errors(recs: list[dict]) -> np.ndarray:
@@ -470,8 +475,7 @@ def _plot_drift(ax, recs: list[dict], drift: dict) -> None:
     xs = [i * b + b / 2 for i in range(drift["blocks"])]
     ax.plot(xs, 100 * np.array(drift["curve"]), "r-", lw=1.5, label=f"median of each {b}")
     if drift.get("probe_curve"):
-        pc = np.array(drift["probe_curve"])
-        ax.plot(xs, 100 * (np.median(pc) / pc - 1), "g--", lw=1.2, label="machine speed (probe), vs run median")
+        ax.plot(xs, 100 * _probe_speed(drift["probe_curve"]), "g--", lw=1.2, label="machine speed (probe), vs run median")
     ax.axhspan(-10, 10, color="grey", alpha=0.15, label="+-10%")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("networks in measurement order")

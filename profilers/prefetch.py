@@ -39,6 +39,12 @@ def _pin_away_from(avoid: int | None) -> set[int]:
     return cores
 
 
+def _pin_to(core: int | None) -> None:
+    """Pin the calling thread to exactly ``core`` (a helper lent the profiler's core); nothing when None."""
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+
+
 def _child_init(avoid: int | None, parent: int, core: int | None = None) -> None:
     """Initializer of a :class:`RecycledWorker` child: die with the parent, and keep off the profiler's core (or,
     for the helper of a :class:`Prefetcher`, run on exactly ``core``).
@@ -53,8 +59,8 @@ def _child_init(avoid: int | None, parent: int, core: int | None = None) -> None
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the parent was gone before the call: nobody will collect this child's work
             os._exit(0)
-    if core is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {core})
+    if core is not None:
+        _pin_to(core)
     else:
         _pin_away_from(avoid)
 
@@ -89,8 +95,7 @@ class Prefetcher(Generic[T, R]):
         self._lend = False  # True while the consumer is blocked in here: the helper may work
         self._error: BaseException | None = None  # raised by the items iterable itself: handed to the consumer
         self._stop = False
-        self._thread = threading.Thread(target=self._run, args=(fn, False), name="prefetch-export", daemon=True)
-        self._threads = [self._thread]
+        self._threads = [threading.Thread(target=self._run, args=(fn, False), name="prefetch-export", daemon=True)]
         if helper is not None:
             self._threads.append(threading.Thread(target=self._run, args=(helper, True), name="prefetch-helper",
                                                   daemon=True))
@@ -109,8 +114,7 @@ class Prefetcher(Generic[T, R]):
 
     def _run(self, fn: Callable[[T], R], helper: bool) -> None:
         if helper:
-            if self._avoid is not None and hasattr(os, "sched_setaffinity"):
-                os.sched_setaffinity(0, {self._avoid})  # in-process work of a helper belongs on the lent core
+            _pin_to(self._avoid)  # in-process work of a helper belongs on the lent core
         else:
             self._pin()
         while True:
