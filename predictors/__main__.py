@@ -217,7 +217,11 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
         _save_eval(predictor, p, summary, out, save_eval)
         typer.echo(json.dumps(summary, indent=1))
         return
-    items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets, kind=set_)
+    try:
+        items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets, kind=set_)
+    except ValueError as e:
+        err.print(f"[bold red]error:[/] --hyperspaces: {e}")
+        raise typer.Exit(2)
     apps = [a.strip() for a in keras_apps.split(",") if a.strip()]
     from .evaluate import KERAS_APPS
 
@@ -229,14 +233,20 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     items += [(f"keras:{a}", "", "") for a in apps]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .evaluate import ResultsClash
+
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=err) as prog:
         task = prog.add_task("eval", total=len(items), last="")
-        run(p, backend, items, out / "results.jsonl", budget_s=budget_min * 60 if budget_min else None,
-            rounds=rounds, block=block, quiet_rounds=quiet_rounds, retry_failed=retry_failed, anchor=anchor,
-            lend_core=lend_core, progress=lambda i, tot, r: prog.update(
-                task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
-                                        f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
+        try:
+            run(p, backend, items, out / "results.jsonl", budget_s=budget_min * 60 if budget_min else None,
+                rounds=rounds, block=block, quiet_rounds=quiet_rounds, retry_failed=retry_failed, anchor=anchor,
+                lend_core=lend_core, progress=lambda i, tot, r: prog.update(
+                    task, completed=i, last=f"{r['name']}: predicted {r['predicted_ms']:.2f} "
+                                            f"measured {r['measured_ms'] or float('nan'):.2f} ms"))
+        except ResultsClash as e:
+            err.print(f"[bold red]error:[/] --out: {e}")
+            raise typer.Exit(2)
     summary = report(out / "results.jsonl", out, title, anchor_ref_ms=ref, probe_ref_ms=pref)
     _save_eval(predictor, p, summary, out, save_eval)
     typer.echo(json.dumps(summary, indent=1))

@@ -27,6 +27,7 @@ from profilers.prefetch import Prefetcher, RecycledWorker, under_prefetch
 from profilers.protocol import Protocol
 from profilers.worker import Profiler
 from spaces import SearchSpace, resolve
+from spaces.hyperspace import HYPERSPACES
 from spaces.sampling import random_space, sample_subnet
 
 from .artifact import Predictor
@@ -42,6 +43,8 @@ SETS = {"random": "eval", "calib": "calib", "calib-small": "calib-small"}
 # 65 of the 88 evaluation networks under 7 ms there (log MACs vs log latency correlate 0.89).
 SMALL_QUANTILE = 1 / 3
 SMALL_REF = 300
+# networks per hyperspace in each round of a set's random stream (see eval_set): the --n the committed runs used
+CHUNK = {"random": 300, "calib": 40, "calib-small": 15}
 DRIFT_BLOCK = 16  # networks per point of the report's drift curve: two of the blocks of 8 that an evaluation interleaves
 
 
@@ -56,32 +59,48 @@ def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | 
     :data:`SMALL_QUANTILE` of the hyperspace's MACs), so that the fit sees the range where a per-kernel
     cost is a large share of the latency.
     Order: the SEQnets first, then the hyperspaces' random subnets taken in turn, so that an evaluation
-    stopped early (they take hours) is still a balanced sample. Names and subnets do not depend on
-    the order, so results files of earlier runs resume."""
+    stopped early (they take hours) is still a balanced sample.
+
+    A name always means the same subnet, whatever ``n_per`` and ``hyperspaces`` were asked for, so results files
+    of earlier runs resume and two sessions' records of ``mobilew-random-17`` compare (``agreement``). Why a fixed
+    layout: every set is one random stream, and before 2026-12-04 each hyperspace drew ``n_per`` networks from it in
+    the order asked, so ``--n 75`` gave other ``mobilew`` networks than ``--n 300`` under the same names. The stream
+    is now cut in rounds of :data:`CHUNK` networks per hyperspace, in :data:`HYPERSPACES` order; its first round is
+    exactly what the committed runs drew (``--n 300``, ``--set calib --n 40``, ``--set calib-small --n 15``, both
+    hyperspaces), so their names keep their subnets (``tests/test_calibration.py`` checks committed records)."""
     if kind not in SETS:
         raise ValueError(f"set: {kind!r} is not allowed; allowed: {', '.join(SETS)}")
+    bad = [hs for hs in hyperspaces if hs not in HYPERSPACES]
+    if bad:
+        raise ValueError(f"hyperspaces: {bad} not allowed; allowed: {', '.join(HYPERSPACES)}")
     rng = random.Random(f"{SETS[kind]}-{seed}")
-    per_hs: list[list[tuple[str, str, str]]] = []
-    for hs in hyperspaces:
-        rows = []
-        if kind == "calib-small":
-            from spaces.flops import network_macs
+    chunk = CHUNK[kind]
+    rows: dict[str, list[tuple[str, str, str]]] = {hs: [] for hs in HYPERSPACES}
+    limits: dict[str, float] = {}
+    for _ in range(-(-n_per // chunk)):
+        for hs in HYPERSPACES:
+            got = rows[hs]
+            if kind == "calib-small":
+                from spaces.flops import network_macs
 
-            def draw():
-                sp = random_space(hs, rng)
-                sub = sample_subnet(sp, "random", rng)
-                return sp, sub, network_macs(resolve(sp, sub))
+                def draw(hs: str = hs):
+                    sp = random_space(hs, rng)
+                    sub = sample_subnet(sp, "random", rng)
+                    return sp, sub, network_macs(resolve(sp, sub))
 
-            limit = float(np.quantile([draw()[2] for _ in range(SMALL_REF)], SMALL_QUANTILE))
-            while len(rows) < n_per:
-                sp, sub, macs = draw()
-                if macs <= limit:
-                    rows.append((f"{hs}-{kind}-{len(rows)}", sp.to_string(), sub.to_string()))
-        else:
-            for i in range(n_per):
-                sp = random_space(hs, rng)
-                rows.append((f"{hs}-{kind}-{i}", sp.to_string(), sample_subnet(sp, "random", rng).to_string()))
-        per_hs.append(rows)
+                if hs not in limits:
+                    limits[hs] = float(np.quantile([draw()[2] for _ in range(SMALL_REF)], SMALL_QUANTILE))
+                want = len(got) + chunk
+                while len(got) < want:
+                    sp, sub, macs = draw()
+                    if macs <= limits[hs]:
+                        got.append((f"{hs}-{kind}-{len(got)}", sp.to_string(), sub.to_string()))
+            else:
+                for _ in range(chunk):
+                    sp = random_space(hs, rng)
+                    got.append((f"{hs}-{kind}-{len(got)}", sp.to_string(),
+                                sample_subnet(sp, "random", rng).to_string()))
+    per_hs = [rows[hs] for hs in hyperspaces]
     items = []
     if seqnets is not None:
         d = yaml.safe_load(Path(seqnets).read_text())
@@ -193,7 +212,14 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     out.parent.mkdir(parents=True, exist_ok=True)
     # A network that failed (an export error, a runtime crash) is tried again by the next run rather than lost:
     # on the Zen 4 host one random subnet crashed LiteRT once and measured normally when exported again.
-    done = {name for name, r in load_results(out).items() if r.get("ok") or not retry_failed}
+    have = load_results(out)
+    clash = [name for name, space, arch in items if name in have and have[name].get("space") not in (None, space)
+             or name in have and have[name].get("arch") not in (None, arch)]
+    if clash:
+        raise ResultsClash(f"{out}: holds {len(clash)} network(s) under the same name as another subnet (e.g. "
+                         f"{', '.join(clash[:3])}), written by an older layout of the evaluation sets; "
+                         f"give another --out (see eval_set)")
+    done = {name for name, r in have.items() if r.get("ok") or not retry_failed}
     tables: dict[str, LayerTable] = {}
     todo = [(i, it) for i, it in enumerate(items) if it[0] not in done]
     with contextlib.ExitStack() as stack:
@@ -275,6 +301,10 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                     if progress:
                         progress(i + 1, len(items), rec)
     return out
+
+
+class ResultsClash(ValueError):
+    """A results file holds another subnet under a name the evaluation set gives now (see :func:`eval_set`)."""
 
 
 def load_results(path: str | Path) -> dict[str, dict]:
@@ -546,7 +576,9 @@ def agreement(first: str | Path, second: str | Path) -> dict:
 
     ra, rb = (load_results(x) for x in (first, second))
     a, b = ({n: r["measured_ms"] for n, r in rs.items() if r.get("ok") and r.get("measured_ms")} for rs in (ra, rb))
-    names = sorted(set(a) & set(b))
+    # a name means the same subnet only since eval_set's fixed layout; older files may hold another one under it
+    names = sorted(n for n in set(a) & set(b) if (ra[n].get("space"), ra[n].get("arch")) == (rb[n].get("space"),
+                                                                                          rb[n].get("arch")))
     if len(names) < 2:
         raise ValueError(f"agreement: {first} and {second} share {len(names)} measured networks; at least 2 are needed")
 

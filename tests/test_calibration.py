@@ -161,3 +161,82 @@ def test_the_small_calibration_set_is_small_disjoint_and_reported_apart():
     recs = [{"name": n} for n, _, _ in calib[:4] + small[:6]]
     g = _groups(recs)
     assert len(g["calib"]) == 4 and len(g["calib-small"]) == 6 and len(g["calib-small mobilew"]) == 3
+
+
+# Results files written by the first Zen 3 session (`--n 15`, before eval_set's fixed layout): their mobilew names
+# hold other subnets. Kept as they were measured; `agreement` and resuming compare subnets, not only names.
+OLD_LAYOUT = {"docs/eval/amd-epyc-avx2/onnxruntime-cpu-first/results.jsonl",
+              "docs/eval/amd-epyc-avx2/onnxruntime-cpu-overhead/results.jsonl",
+              "docs/eval/amd-epyc-zen4-vnni/onnxruntime-cpu-20261204-old-layout/results.jsonl"}
+
+
+def test_a_set_name_means_one_subnet_whatever_n_and_hyperspaces_were_asked():
+    """Before the fixed layout, `--n 75` drew other mobilew networks than `--n 300` under the same names (the
+    stream was shared in the order asked), and a Zen 4 re-check compared them with another session's by name."""
+    from predictors.evaluate import CHUNK, eval_set
+
+    for kind in ("random", "calib"):
+        full = {n: (s, a) for n, s, a in eval_set(["onnxw", "mobilew"], CHUNK[kind] + 5, kind=kind)}
+        assert len(full) == 2 * (CHUNK[kind] + 5) and len(set(full.values())) == len(full)
+        for hs, n in ((["onnxw", "mobilew"], 7), (["mobilew"], 3), (["mobilew", "onnxw"], CHUNK[kind])):
+            part = eval_set(hs, n, kind=kind)
+            assert len(part) == n * len(hs) and all(full[name] == (s, a) for name, s, a in part)
+    small = eval_set(["mobilew"], 2, kind="calib-small")
+    assert small == [r for r in eval_set(["onnxw", "mobilew"], 15, kind="calib-small") if r[0] in
+                     {"mobilew-calib-small-0", "mobilew-calib-small-1"}]
+    with pytest.raises(ValueError, match="allowed: onnxw, mobilew"):
+        eval_set(["onnxw", "resnet"], 2)
+
+
+def test_committed_measurements_keep_their_subnets():
+    """Every committed evaluation and calibration record names the subnet eval_set gives that name now: the
+    bundled eval.json files and the sessions compared by `agreement` rest on it."""
+    import re
+    from pathlib import Path
+
+    from predictors.evaluate import eval_set
+
+    root = Path(__file__).resolve().parents[1]
+    pat = re.compile(r"^(onnxw|mobilew)-(random|calib-small|calib)-(\d+)$")
+    recs: dict[str, dict[str, set]] = {}
+    for f in sorted(root.glob("docs/eval/**/results.jsonl")) + sorted(root.glob("data/networks/**/results.jsonl")):
+        if str(f.relative_to(root)) in OLD_LAYOUT:
+            continue
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            if m := pat.match(r["name"]):
+                recs.setdefault(m.group(2), {}).setdefault(r["name"], set()).add((r["space"], r["arch"]))
+    assert set(recs) == {"random", "calib", "calib-small"}
+    for kind, names in recs.items():
+        n = max(int(pat.match(k).group(3)) for k in names) + 1
+        now = {name: (s, a) for name, s, a in eval_set(["onnxw", "mobilew"], n, kind=kind)}
+        wrong = [name for name, subnets in names.items() if subnets != {now[name]}]
+        assert not wrong, f"{kind}: {len(wrong)} names hold another subnet, e.g. {wrong[:3]}"
+
+
+def test_resuming_into_a_file_with_another_subnet_under_a_name_is_refused(tmp_path):
+    from predictors.evaluate import ResultsClash, agreement, eval_set, evaluate
+
+    items = eval_set(["onnxw", "mobilew"], 2)
+    other = eval_set(["onnxw", "mobilew"], 3)[-1]  # mobilew-random-2
+    out = tmp_path / "results.jsonl"
+    rec = lambda name, space, arch, ms: json.dumps({"name": name, "space": space, "arch": arch, "ok": True,  # noqa: E731
+                                                   "measured_ms": ms, "predicted_ms": ms, "rounds_ms": [ms]}) + "\n"
+    out.write_text(rec(items[1][0], other[1], other[2], 5.0))
+    with pytest.raises(ResultsClash, match="mobilew-random-0.*another --out"):
+        evaluate(None, "onnxruntime-cpu", items, out)
+    # agreement compares only the names that hold the same subnet in both files
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(rec(*it, 10.0) for it in items))
+    second.write_text("".join(rec(*it, 10.5) for it in items[:3]) + rec(items[3][0], other[1], other[2], 20.0))
+    ag = agreement(first, second)
+    assert ag["n"] == 3 and ag["acc10"] == 1.0
+
+
+def test_eval_cli_names_an_unknown_hyperspace(tmp_path, all_type_predictor):
+    from predictors.__main__ import app
+
+    path = all_type_predictor.save(tmp_path / "p")
+    r = CliRunner().invoke(app, ["eval", str(path), "--backend", "onnxruntime-cpu", "--hyperspaces", "onnxw,resnet",
+                                 "--n", "2", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 2 and "resnet" in r.output and "allowed: onnxw, mobilew" in r.output
