@@ -116,6 +116,29 @@ def worst(predictor: str, data: Path = typer.Option(..., "--data", help="the pre
 
 
 @app.command()
+def ranges(predictor: Path = typer.Argument(..., help="a predictor directory (it is rewritten in place)"),
+           data: Optional[Path] = typer.Option(None, "--data", help="its training collection [default: the path in "
+                                               "its metadata]")):
+    """Record each forest's training range in a predictor trained before ranges were kept (its forests and
+    predictions are unchanged): graph predictions then flag kernels outside them as extrapolated."""
+    from .artifact import Predictor
+    from .train import record_ranges
+
+    if not (predictor / "metadata.json").is_file():
+        err.print(f"[bold red]error:[/] {predictor}: not a predictor directory (no metadata.json)")
+        raise typer.Exit(2)
+    p = Predictor.load(predictor)
+    path = None if data is None else (data / "measurements.jsonl" if data.is_dir() else data)
+    try:
+        p = record_ranges(p, path)
+    except ValueError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+    (predictor / "metadata.json").write_text(p.meta.model_dump_json(indent=1))  # forests.npz stays byte for byte
+    err.print(f"{predictor}: training ranges of {len(p.meta.kernels)} forests recorded")
+
+
+@app.command()
 def info(predictor: str):
     """Print a predictor's metadata."""
     typer.echo(_load(predictor).meta.model_dump_json(indent=1))

@@ -258,7 +258,7 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
                     rec = {"name": name, "space": None, "arch": None, "flops": None}
                     if not isinstance(path, Exception):
                         g = predict_model(predictor, path)
-                        rec.update(warnings=g.warnings,
+                        rec.update(warnings=g.warnings, extrapolated=g.extrapolated,
                                    predicted_ms=g.latency_ms if g.latency_ms is not None else float("nan"))
                 else:
                     rec = {"name": name, "space": space, "arch": arch, "flops": resolve(space, arch).flops(),

@@ -55,3 +55,10 @@ def features(configs: list[KernelConfig]) -> np.ndarray:
     if any(c.type != configs[0].type for c in configs):
         raise ValueError("features: all configs must share one kernel type")
     return np.array([[_value(c, n) for n in names] for c in configs], dtype=np.float64)
+
+
+def feature_ranges(kernel_type: str, X: np.ndarray) -> dict[str, list[float]]:
+    """[min, max] of each size feature of the rows ``X`` (the alignment residues are left out: any value of
+    them is inside their period)."""
+    return {n: [float(X[:, i].min()), float(X[:, i].max())] for i, n in enumerate(feature_names(kernel_type))
+            if "_mod" not in n}

@@ -19,7 +19,7 @@ from profilers.boundary import kernel_elements
 from profilers.dataset import Dataset
 
 from .artifact import KernelModelInfo, Predictor, PredictorMeta
-from .features import feature_names, features
+from .features import feature_names, feature_ranges, features
 from .forest import ArrayForest
 from .targets import TARGETS, from_target, to_target
 
@@ -48,17 +48,7 @@ def train(dataset: str | Path, device: str, precision: str = "int8", stable_only
           statistic: str = "p10",
           min_records: int = 10, seed: int = 0, progress=None) -> Predictor:
     ds = Dataset(Path(dataset))
-    by_type: dict[str, tuple[list, list]] = {}
-    backend, fingerprint = None, None
-    for r in ds:
-        m = r.measurement
-        if r.precision != precision or not m.ok or (stable_only and not m.stable):
-            continue
-        backend = backend or r.backend
-        fingerprint = fingerprint or (m.fingerprint.model_dump() if m.fingerprint else None)
-        cs, ys = by_type.setdefault(r.config.type, ([], []))
-        cs.append(r.config)
-        ys.append(_statistic(m, statistic))
+    by_type, backend, fingerprint = _rows(ds, precision, stable_only, statistic)
     if not by_type:
         raise ValueError(f"dataset {dataset}: no usable {precision} records (ok{' and stable' if stable_only else ''})")
     overhead, boundary = 0.0, {}
@@ -97,7 +87,7 @@ def train(dataset: str | Path, device: str, precision: str = "int8", stable_only
         rf = RandomForestRegressor(random_state=seed, n_jobs=1, **hp).fit(X, yts[target])
         forests[t] = ArrayForest.from_sklearn(rf)
         infos[t] = KernelModelInfo(features=list(feature_names(t)), target=target, hyperparams=hp,
-                                   metrics={**m, "n_train": int(len(tr))})
+                                   metrics={**m, "n_train": int(len(tr))}, feature_range=feature_ranges(t, X))
         if progress:
             progress(t, infos[t])
     meta = PredictorMeta(device=device, backend=backend, fingerprint=fingerprint, kernels=infos,
@@ -105,6 +95,37 @@ def train(dataset: str | Path, device: str, precision: str = "int8", stable_only
                                         "precision": precision, "stable_only": stable_only, "statistic": statistic},
                          overhead_ms=overhead, boundary_ns_per_element=boundary)
     return Predictor(meta, forests)
+
+
+def _rows(ds: Dataset, precision: str, stable_only: bool, statistic: str):
+    """The records a forest is fitted on, by kernel type: ``{type: (configs, latencies)}``, backend, fingerprint."""
+    by_type: dict[str, tuple[list, list]] = {}
+    backend, fingerprint = None, None
+    for r in ds:
+        m = r.measurement
+        if r.precision != precision or not m.ok or (stable_only and not m.stable):
+            continue
+        backend = backend or r.backend
+        fingerprint = fingerprint or (m.fingerprint.model_dump() if m.fingerprint else None)
+        cs, ys = by_type.setdefault(r.config.type, ([], []))
+        cs.append(r.config)
+        ys.append(_statistic(m, statistic))
+    return by_type, backend, fingerprint
+
+
+def record_ranges(predictor: Predictor, dataset: str | Path | None = None) -> Predictor:
+    """The predictor with each forest's training range recorded from its own training data, which must be the
+    dataset it was trained on (SHA-256 checked): for predictors trained before ranges were recorded. The forests
+    and every number they predict are unchanged."""
+    td = predictor.meta.training_data
+    ds = Dataset(Path(dataset or td.get("path", "")))
+    if not ds.path.is_file() or dataset_sha256(ds.path) != td.get("sha256"):
+        raise ValueError(f"dataset: {ds.path} is not the data this predictor was trained on (sha256 "
+                         f"{str(td.get('sha256'))[:12]}...); give its training data ({td.get('path')})")
+    by_type, _, _ = _rows(ds, td.get("precision", "int8"), td.get("stable_only", True), td.get("statistic", "p10"))
+    kernels = {t: info.model_copy(update={"feature_range": feature_ranges(t, features(by_type[t][0]))})
+               for t, info in predictor.meta.kernels.items()}
+    return Predictor(predictor.meta.model_copy(update={"kernels": kernels}), predictor.forests)
 
 
 def _statistic(m, statistic: str) -> float:

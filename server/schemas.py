@@ -74,6 +74,8 @@ class ModelPredictResponse(BaseModel):
     unknown_kernels: list[str]
     unsupported_ops: dict[str, int]
     warnings: list[str]
+    extrapolated: list[str] = Field([], description="kernels outside their forest's training range: the total is "
+                                    "given, but rests on an extrapolation")
 
 
 class AgentRegister(Strict):

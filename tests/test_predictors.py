@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 from datetime import datetime
 
 import numpy as np
@@ -405,3 +406,53 @@ def test_agreement_of_two_measurement_runs(tmp_path):
     assert ag["acc10_drift_removed"] == 1.0
     r = CliRunner().invoke(app, ["agreement", str(a), str(run(tmp_path / "c.jsonl", [1.0][:0]))])
     assert r.exit_code == 2 and "at least 2" in r.output
+
+
+def test_kernels_outside_the_training_range_are_flagged_and_the_range_comes_back_from_the_data(all_type_predictor,
+                                                                                               tmp_path):
+    """A forest answers any input with its nearest leaves: keras MobileNetV3's 224x224 hard-swish stem got 1.6 ms
+    on the Zen 5 host (its ReLU twin measures 0.05 ms) because no hard-swish conv of our hyperspaces is 3x3."""
+    from predictors.artifact import Predictor, predict_kernel_list
+    from predictors.train import record_ranges
+    from profilers.samplers import kernel_pool
+
+    pred = all_type_predictor
+    rng = pred.meta.kernels["conv-bn-hswish"].feature_range
+    assert rng is not None and "cin_mod8" not in rng and rng["hw"][0] <= rng["hw"][1]
+    inside = list(kernel_pool()["conv-bn-hswish"][:3])  # configs it was trained on
+    stem = KernelConfig(type="conv-bn-hswish", hw=int(rng["hw"][1]) * 3, cin=3, cout=16, kernel=3, stride=2)
+    near = KernelConfig(type="conv-bn-hswish", hw=int(rng["hw"][1]) + 8, cin=int(rng["cin"][1]), cout=int(rng["cout"][0]))
+    assert pred.outside_training(inside + [near]) == []  # a little beyond the range: the per-work target scales it
+    flags = pred.outside_training(inside + [stem, stem])
+    assert len(flags) == 1 and flags[0].startswith(stem.slug()) and f"hw {stem.hw}, trained {rng['hw'][0]:g}-{rng['hw'][1]:g}" in flags[0]
+    g = predict_kernel_list(pred, inside + [stem])
+    assert g.latency_ms is not None and g.warnings == [] and g.extrapolated == flags  # flagged, still predicted
+    # a predictor trained before ranges were kept: they come back from its own training data, forests untouched
+    bare = Predictor(pred.meta.model_copy(update={"kernels": {t: i.model_copy(update={"feature_range": None})
+                                                              for t, i in pred.meta.kernels.items()}}), pred.forests)
+    assert bare.outside_training([stem]) == []
+    again = record_ranges(bare)
+    assert {t: i.feature_range for t, i in again.meta.kernels.items()} == \
+        {t: i.feature_range for t, i in pred.meta.kernels.items()}
+    other = tmp_path / "other.jsonl"
+    other.write_text(Path(pred.meta.training_data["path"]).read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match="not the data this predictor was trained on"):
+        record_ranges(bare, other)
+
+
+def test_ranges_cli_rewrites_only_the_metadata(all_type_predictor, tmp_path):
+    from typer.testing import CliRunner
+
+    from predictors.__main__ import app
+
+    pred = all_type_predictor
+    bare = Predictor(pred.meta.model_copy(update={"kernels": {t: i.model_copy(update={"feature_range": None})
+                                                              for t, i in pred.meta.kernels.items()}}), pred.forests)
+    d = bare.save(tmp_path / "p")
+    forests = (d / "forests.npz").read_bytes()
+    r = CliRunner().invoke(app, ["ranges", str(d)])
+    assert r.exit_code == 0, r.output
+    assert (d / "forests.npz").read_bytes() == forests
+    assert Predictor.load(d).meta.kernels["fc"].feature_range == pred.meta.kernels["fc"].feature_range
+    r = CliRunner().invoke(app, ["ranges", str(tmp_path)])
+    assert r.exit_code == 2 and "not a predictor directory" in r.output

@@ -118,6 +118,17 @@ def test_predict_onnx_model_and_garbage(client, conv_onnx):
     assert r.status_code == 422 and "takes onnx models" in r.text
 
 
+def test_predict_model_flags_a_kernel_beyond_the_training_data(client, tmp_path):
+    path = tmp_path / "wide.onnx"  # a 640x640 map: over twice any input our hyperspaces (or their kernels) have
+    export_kernel(KernelConfig(type="conv-bn-relu", hw=640, cin=16, cout=16, kernel=3), "onnx", path)
+    r = client.post(f"/predict_latency/onnx?device={BUNDLED_DEVICE}", content=path.read_bytes())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["latency_ms"] > 0 and body["warnings"] == []
+    assert len(body["extrapolated"]) == 1 and body["extrapolated"][0].startswith("conv-bn-relu_hw640")
+    assert "hw 640, trained " in body["extrapolated"][0]
+
+
 def test_predict_onnx_unsupported_op_is_reported_not_zero(client, tmp_path):
     import onnx
     from onnx import TensorProto, helper
