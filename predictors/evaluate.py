@@ -213,8 +213,8 @@ def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protoco
     # A network that failed (an export error, a runtime crash) is tried again by the next run rather than lost:
     # on the Zen 4 host one random subnet crashed LiteRT once and measured normally when exported again.
     have = load_results(out)
-    clash = [name for name, space, arch in items if name in have and have[name].get("space") not in (None, space)
-             or name in have and have[name].get("arch") not in (None, arch)]
+    clash = [name for name, space, arch in items if name in have
+             and (have[name].get("space"), have[name].get("arch")) not in ((space, arch), (None, None))]
     if clash:
         raise ResultsClash(f"{out}: holds {len(clash)} network(s) under the same name as another subnet (e.g. "
                          f"{', '.join(clash[:3])}), written by an older layout of the evaluation sets; "
