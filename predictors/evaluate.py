@@ -77,22 +77,23 @@ def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | 
     chunk = CHUNK[kind]
     rows: dict[str, list[tuple[str, str, str]]] = {hs: [] for hs in HYPERSPACES}
     limits: dict[str, float] = {}
+
+    def draw(hs: str):  # calib-small: a subnet and its MACs
+        from spaces.flops import network_macs
+
+        sp = random_space(hs, rng)
+        sub = sample_subnet(sp, "random", rng)
+        return sp, sub, network_macs(resolve(sp, sub))
+
     for _ in range(-(-n_per // chunk)):
         for hs in HYPERSPACES:
             got = rows[hs]
             if kind == "calib-small":
-                from spaces.flops import network_macs
-
-                def draw(hs: str = hs):
-                    sp = random_space(hs, rng)
-                    sub = sample_subnet(sp, "random", rng)
-                    return sp, sub, network_macs(resolve(sp, sub))
-
                 if hs not in limits:
-                    limits[hs] = float(np.quantile([draw()[2] for _ in range(SMALL_REF)], SMALL_QUANTILE))
+                    limits[hs] = float(np.quantile([draw(hs)[2] for _ in range(SMALL_REF)], SMALL_QUANTILE))
                 want = len(got) + chunk
                 while len(got) < want:
-                    sp, sub, macs = draw()
+                    sp, sub, macs = draw(hs)
                     if macs <= limits[hs]:
                         got.append((f"{hs}-{kind}-{len(got)}", sp.to_string(), sub.to_string()))
             else:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -421,10 +421,12 @@ def test_kernels_outside_the_training_range_are_flagged_and_the_range_comes_back
     assert rng is not None and "cin_mod8" not in rng and rng["hw"][0] <= rng["hw"][1]
     inside = list(kernel_pool()["conv-bn-hswish"][:3])  # configs it was trained on
     stem = KernelConfig(type="conv-bn-hswish", hw=int(rng["hw"][1]) * 3, cin=3, cout=16, kernel=3, stride=2)
-    near = KernelConfig(type="conv-bn-hswish", hw=int(rng["hw"][1]) + 8, cin=int(rng["cin"][1]), cout=int(rng["cout"][0]))
+    near = KernelConfig(type="conv-bn-hswish", hw=int(rng["hw"][1]) + 8, cin=int(rng["cin"][1]),
+                        cout=int(rng["cout"][0]))
     assert pred.outside_training(inside + [near]) == []  # a little beyond the range: the per-work target scales it
     flags = pred.outside_training(inside + [stem, stem])
-    assert len(flags) == 1 and flags[0].startswith(stem.slug()) and f"hw {stem.hw}, trained {rng['hw'][0]:g}-{rng['hw'][1]:g}" in flags[0]
+    assert len(flags) == 1 and flags[0].startswith(stem.slug())
+    assert f"hw {stem.hw}, trained {rng['hw'][0]:g}-{rng['hw'][1]:g}" in flags[0]
     g = predict_kernel_list(pred, inside + [stem])
     assert g.latency_ms is not None and g.warnings == [] and g.extrapolated == flags  # flagged, still predicted
     # a predictor trained before ranges were kept: they come back from its own training data, forests untouched
