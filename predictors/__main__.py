@@ -226,8 +226,7 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
         err.print(f"[bold red]error:[/] --set: {set_!r} is not allowed; allowed: {', '.join(SETS)}")
         raise typer.Exit(2)
     p = _load(predictor)
-    title = f"{p.meta.device} {p.meta.backend}: predicted vs measured INT8" + (
-        f" (calibrated on {p.meta.calibration.n_models} networks)" if p.meta.calibration else " (kernel sum)")
+    title = f"{p.meta.device} {p.meta.backend}: predicted vs measured INT8" + _calibration_label(p)
     # Judged anchored in the machine state of the predictor's own calibration, where it has one (predictors/anchor.py)
     ref = p.meta.calibration.anchor_ref_ms if p.meta.calibration and set_ == "random" else None
     # and probe-normalized in the machine state of that calibration (predictors/speed.py)
@@ -305,6 +304,17 @@ def agreement(first: Path, second: Path,
     typer.echo(json.dumps(a, indent=1))
 
 
+def _calibration_label(p) -> str:
+    cal = p.meta.calibration
+    if cal is None:
+        return " (kernel sum)"
+    if cal.session is None:
+        return f" (calibrated on {cal.n_models} networks)"
+    s = cal.session
+    return (f" (calibrated on {s.base.n_models} networks, session-refit on {s.n_models}"
+            + (f" at {s.measured_to[:16]}" if s.measured_to else "") + ")")
+
+
 def _save_eval(spec: str, p, summary: dict, out: Path, save: bool) -> None:
     """eval.json beside the predictor: what GET /predictors shows as its end-to-end accuracy."""
     if not save:
@@ -314,6 +324,10 @@ def _save_eval(spec: str, p, summary: dict, out: Path, save: bool) -> None:
     path = resolve_predictor(spec) / "eval.json"
     doc = {"report": str(out), "predictor_created_at": p.meta.created_at,
            "calibrated": p.meta.calibration is not None, "sets": summary}
+    if p.meta.calibration is not None and p.meta.calibration.session is not None:
+        s = p.meta.calibration.session
+        doc["session"] = {"n_models": s.n_models, "measured_from": s.measured_from, "measured_to": s.measured_to,
+                          "scale": s.scale, "per_kernel_ms": s.per_kernel_ms}
     path.write_text(json.dumps(doc, indent=1) + "\n")
     err.print(f"wrote {path}")
 
@@ -328,7 +342,11 @@ def calibrate(predictor: str, results: list[Path] = typer.Option(..., "--results
               folds: int = typer.Option(5, "--folds", min=2),
               anchored: bool = typer.Option(False, "--anchored/--raw", help="fit anchored latencies where the "
                                             "networks were measured beside an anchor (predictors/anchor.py); raw "
-                                            "by default: on the Zen 4 host anchoring added more noise than it removed")):
+                                            "by default: on the Zen 4 host anchoring added more noise than it removed"),
+              session: bool = typer.Option(False, "--session", help="refit only a global scale and the per-kernel "
+                                           "cost on top of the predictor's calibration, from networks measured in "
+                                           "this session (e.g. --set calib-small --n 5..15): the machine state of "
+                                           "a shared host moves between sessions (predictors.calibration)")):
     """Fit per-kernel-type scales on whole networks measured end to end (see predictors.calibration)."""
     from .bundled import resolve_predictor
     from .calibration import calibrate as fit
@@ -336,13 +354,29 @@ def calibrate(predictor: str, results: list[Path] = typer.Option(..., "--results
     p = _load(predictor)
     for path in results:
         if not path.is_file():
+            s, n = ("calib-small", 15) if session else ("calib", 40)
             err.print(f"[bold red]error:[/] --results: {path} not found; measure a calibration set first: "
-                      f"python -m predictors eval {predictor} --backend {p.meta.backend} --set calib --n 40 --out DIR")
+                      f"python -m predictors eval {predictor} --backend {p.meta.backend} --set {s} --n {n} --out DIR")
             raise typer.Exit(2)
         if any(f"-random-" in l for l in path.read_text().splitlines()):
             err.print(f"[bold red]error:[/] --results: {path} holds evaluation networks (<hyperspace>-random-<i>); "
                       "calibrating on them would judge the predictor on what it was fitted to; use --set calib")
             raise typer.Exit(2)
+    if session:
+        from .evaluate import pool_results, set_mismatches
+
+        if out is None:  # a session's state passes; the predictor it refits (often a bundled one) stays as it is
+            err.print("[bold red]error:[/] --out: needed with --session (a directory for the session's predictor; "
+                      "the base predictor is not rewritten)")
+            raise typer.Exit(2)
+
+        bad = set_mismatches(list(pool_results(results).values()))
+        if bad:
+            err.print(f"[bold red]error:[/] --results: {len(bad)} records are not networks of the calibration sets: "
+                      + "; ".join(bad[:3]))
+            raise typer.Exit(2)
+        _session(p, results, out)
+        return
     try:
         cal = fit(p, results, folds, anchored=anchored)
     except ValueError as e:
@@ -367,6 +401,34 @@ def calibrate(predictor: str, results: list[Path] = typer.Option(..., "--results
     raw, cv = cal.cv["raw"], cal.cv["calibrated_out_of_fold"]
     err.print(f"on the calibration set: kernel sum RMSPE {raw['rmspe']:.3f}, +-10% {raw['acc10']:.1%}; calibrated "
               f"(out of fold) RMSPE {cv['rmspe']:.3f}, +-10% {cv['acc10']:.1%}; wrote {dest}")
+
+
+def _session(p, results: list[Path], out: Path) -> None:
+    """calibrate --session: refit g and d, write the predictor to ``out``, and show what moved."""
+    from .calibration import session_calibrate
+
+    try:
+        cal = session_calibrate(p, results)
+    except ValueError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+    p.meta = p.meta.model_copy(update={"calibration": cal})
+    p._cache.clear()
+    p.save(out)
+    s = cal.session
+    t = Table("", "base", "this session", title=f"session calibration on {s.n_models} networks "
+              f"({s.measured_from or '?'} to {s.measured_to or '?'}, lambda {s.lam:g})")
+    t.add_row("global scale g", "1", f"{s.scale:.4f}")
+    t.add_row("per kernel d (µs)", f"{s.base.per_kernel_ms * 1e3:.2f}", f"{s.per_kernel_ms * 1e3:.2f}")
+    b, loo = s.cv["base"], s.cv["session_leave_one_out"]
+    t.add_row("session set: RMSPE", f"{b['rmspe']:.3f}", f"{loo['rmspe']:.3f} (leave-one-out)")
+    t.add_row("session set: within ±10%", f"{b['acc10']:.1%}", f"{loo['acc10']:.1%} (leave-one-out)")
+    Console().print(t)
+    for w in s.warnings:
+        err.print(f"[bold yellow]warning:[/] {w}")
+    if s.probe_ms is not None:
+        err.print(f"machine state of the session: reference probe median {s.probe_ms:.4f} ms")
+    err.print(f"wrote {out}")
 
 
 def main() -> None:

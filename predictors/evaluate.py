@@ -114,6 +114,33 @@ def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | 
     return items
 
 
+SET_NAME = re.compile(r"^(?P<hs>[a-z0-9]+)-(?P<kind>random|calib-small|calib)-(?P<i>\d+)$")
+
+
+def set_mismatches(recs: list[dict], kinds: tuple[str, ...] = ("calib", "calib-small")) -> list[str]:
+    """Why each record is not the network of :func:`eval_set` its name says it is (name, space, arch), one line
+    each; empty when all are. A calibration fitted on records that a client names is only held out from the
+    evaluation set when the names are of ``kinds`` and hold the very subnets of those sets."""
+    bad, want = [], {}
+    for r in recs:
+        m = SET_NAME.match(str(r.get("name", "")))
+        if m is None or m["kind"] not in kinds or m["hs"] not in HYPERSPACES:
+            bad.append(f"{r.get('name')!r}: not a name of the {' or '.join(kinds)} set (<hyperspace>-<set>-<i>, "
+                       f"hyperspace one of {', '.join(HYPERSPACES)})")
+            continue
+        if int(m["i"]) >= 10 * CHUNK[m["kind"]]:  # drawing the set that far would take long: no run goes there
+            bad.append(f"{r['name']!r}: index beyond the {10 * CHUNK[m['kind']]} networks per hyperspace of the "
+                       f"{m['kind']} set")
+            continue
+        want.setdefault(m["kind"], {})[r["name"]] = (m["hs"], int(m["i"]))
+    for kind, names in want.items():
+        n = max(i for _, i in names.values()) + 1
+        sets = {name: (sp, a) for name, sp, a in eval_set(sorted({hs for hs, _ in names.values()}), n, kind=kind)}
+        bad += [f"{r['name']!r}: the set's network of that name is another subnet (in {sets[r['name']][0]})"
+                for r in recs if r.get("name") in names and sets[r["name"]] != (r.get("space"), r.get("arch"))]
+    return bad
+
+
 KERAS_APPS = ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "ResNet50")
 
 
@@ -171,7 +198,7 @@ QUIET_WAIT_S = 120.0
 EXPORTS_PER_CHILD = {"tflite-cpu": 16, "onnxruntime-cpu": 64}
 
 
-def evaluate(predictor: Predictor, backend: str, items, out: str | Path, protocol: Protocol | None = None,
+def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, protocol: Protocol | None = None,
              progress=None, budget_s: float | None = None, rounds: int = 3, block: int = 8,
              quiet_rounds: bool = True, retry_failed: bool = True, anchor: bool = False,
              lend_core: bool = True) -> Path:
@@ -601,8 +628,11 @@ def agreement(first: str | Path, second: str | Path) -> dict:
     return out
 
 
-def _predict_subnet(tables: dict[str, LayerTable], predictor: Predictor, space: str, arch: str) -> float:
-    """Predicted latency of one subnet; one LayerTable per space, built on first use."""
+def _predict_subnet(tables: dict[str, LayerTable], predictor: Predictor | None, space: str, arch: str) -> float | None:
+    """Predicted latency of one subnet; one LayerTable per space, built on first use. None without a predictor
+    (a device agent measuring a session's calibration networks has none: the server fits them)."""
+    if predictor is None:
+        return None
     sp = SearchSpace.parse(space)
     if space not in tables:
         tables[space] = LayerTable(sp, predictor)

@@ -73,7 +73,13 @@ def agent(server: str = typer.Option(os.environ.get("HIL_SERVICE_URL", "http://1
           profile: Optional[str] = typer.Option(None, "--profile", help="tflite-android: pixel4, kirin9000 or a "
                                                 "JSON file (see profilers/android/profiles)"),
           benchmark_model: Optional[Path] = typer.Option(None, "--benchmark-model",
-                                                         help="tflite-android: TFLite's benchmark_model binary")):
+                                                         help="tflite-android: TFLite's benchmark_model binary"),
+          session: int = typer.Option(0, "--session", min=0, help="at start-up, measure this many calib-small "
+                                      "networks per hyperspace (5: about 2 min on onnxruntime) and post them as the "
+                                      "device's session calibration (POST /predictors/{device}/session); 0: none"),
+          session_every: Optional[float] = typer.Option(None, "--session-every", help="with --session: measure "
+                                                        "them again after this many minutes, when no job waits (on "
+                                                        "a shared VM the state moved within 30 min)")):
     """Device agent: register this host's BACKENDs with the server, lease jobs, measure, post results."""
     import logging
     import signal
@@ -95,6 +101,7 @@ def agent(server: str = typer.Option(os.environ.get("HIL_SERVICE_URL", "http://1
     try:
         a = DeviceAgent(server, backend, token, device=device, core=core, wait_s=wait_s,
                         spool=spool or default_spool(), adb=adb, profile=profile, benchmark_binary=benchmark_model,
+                        session_n=session, session_every_min=session_every,
                         on_event=lambda m: err.print(m, markup=False, soft_wrap=True))
     except (ValueError, OSError) as e:
         err.print(f"[bold red]error:[/] {e}")

@@ -35,6 +35,8 @@ from .worker import Profiler, pick_core
 log = logging.getLogger("hil.agent")
 SUFFIX = {"onnxruntime-cpu": ".onnx", "tflite-cpu": ".tflite", "tflite-android": ".tflite"}
 AGENT_BACKENDS = tuple(SUFFIX)
+SESSION_BACKENDS = ("onnxruntime-cpu", "tflite-cpu")
+SESSION_MAX_AGE_S = 3600.0
 
 
 class AgentFatal(Exception):
@@ -83,12 +85,23 @@ class DeviceAgent:
     adb: str | None = None  # tflite-android: HOST:PORT (or usb[:SERIAL]) of the phone
     profile: str | None = None  # tflite-android: device profile name or JSON path (profilers/android/profiles)
     benchmark_binary: Path | None = None  # tflite-android: TFLite's benchmark_model for the phone's ABI
+    # calib-small networks per hyperspace to measure at start-up and post as a session calibration (0: none)
+    session_n: int = 0
+    # ... and again after this many minutes, at the next moment without a job (None: at start-up only)
+    session_every_min: float | None = None
     on_event: Callable[[str], None] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         if not self.backends:
             raise ValueError("backend: at least one is needed")
+        if self.session_n < 0:
+            raise ValueError(f"session: {self.session_n} networks per hyperspace; allowed: 0 (none) or more")
+        if self.session_every_min is not None and (self.session_every_min <= 0 or not self.session_n):
+            raise ValueError(f"session-every: {self.session_every_min} min; allowed: more than 0, with --session N")
+        if self.session_n and not set(self.backends) & set(SESSION_BACKENDS):
+            raise ValueError(f"session: a session calibration measures on this host; allowed with "
+                             f"{', '.join(SESSION_BACKENDS)}, not {', '.join(self.backends)}")
         if self.device and len(self.backends) > 1:
             raise ValueError("device: a name applies to one backend; give one --backend with --device")
         bad = [b for b in self.backends if b not in AGENT_BACKENDS]
@@ -294,12 +307,84 @@ class DeviceAgent:
                 self._say(f"job {job['id']}: {e}")  # the next lease waits for the phone to reconnect
             return {**base, "ok": False, "error": f"{type(e).__name__}: {str(e)[:2000]}"}
 
+    # --- session calibration ------------------------------------------------------------------------
+    def calibrate_session(self, reg: Registration) -> dict[str, Any] | None:
+        """Measure ``session_n`` calib-small networks per hyperspace now and post them as the device's session
+        calibration (POST /predictors/{device}/session); returns the server's answer, None when it was refused.
+
+        Why at start-up: on a shared host the per-kernel cost moves between sessions (predictors.calibration), and
+        the service predicts in the state its calibration was fitted in. Measured with the evaluation's protocol
+        (``predictors.evaluate.evaluate``: rounds, quiet rounds, fastest record), the one the base calibration
+        was fitted to. The records stay in the spool (``session-<device>-<time>/results.jsonl``) until posted,
+        so a server that is away gets them at the agent's next start."""
+        from datetime import datetime, timezone
+
+        from predictors.evaluate import eval_set, evaluate
+
+        if reg.backend not in SESSION_BACKENDS:
+            self._say(f"session calibration: {reg.backend} is not measured on this host; skipped")
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        out = self.spool / f"session-{reg.device}-{stamp}" / "results.jsonl"
+        items = eval_set(["onnxw", "mobilew"], self.session_n, kind="calib-small")
+        self._say(f"session calibration of {reg.device}: measuring {len(items)} calib-small networks")
+        evaluate(None, reg.backend, items, out)
+        return self._post_session(reg, out)
+
+    def _post_session(self, reg: Registration, out: Path) -> dict[str, Any] | None:
+        from predictors.evaluate import load_results
+
+        recs = [r for r in load_results(out).values() if r.get("ok") and r.get("measured_ms")]
+        body = {"records": recs, "source": f"agent {reg.agent_id} on {socket.gethostname()}"}
+        r = self._request("POST", f"/predictors/{reg.device}/session", json=body)
+        if r.status_code != 201:
+            kept = out.with_name("refused.jsonl")
+            out.rename(kept)
+            self._say(f"session calibration of {reg.device} refused ({r.status_code}): {_detail(r)}; records kept "
+                      f"in {kept}")
+            return None
+        doc = r.json()
+        out.rename(out.with_name("posted.jsonl"))
+        self._say(f"session calibration of {reg.device}: predictor v{doc['version']}, scale {doc['scale']:.4f}, "
+                  f"per kernel {doc['per_kernel_ms'] * 1e3:.2f} µs (base {doc['base_per_kernel_ms'] * 1e3:.2f}) "
+                  f"from {doc['n_models']} networks")
+        for w in doc.get("warnings", []):
+            self._say(f"session calibration of {reg.device}: warning: {w}")
+        return doc
+
+    def flush_sessions(self) -> int:
+        """Post session records an earlier run measured but could not deliver (the server was away), if they are
+        recent: a session calibration describes the machine's state when it was measured, and an old one would
+        move the predictor to a state long gone. Older ones are kept on disk as ``expired.jsonl``."""
+        n = 0
+        for out in sorted(self.spool.glob("session-*/results.jsonl")):
+            if time.time() - out.stat().st_mtime > SESSION_MAX_AGE_S:
+                out.rename(out.with_name("expired.jsonl"))
+                self._say(f"session records in {out.parent} are older than {SESSION_MAX_AGE_S / 3600:g} h; not posted")
+                continue
+            reg = next((r for r in self.regs if out.parent.name.startswith(f"session-{r.device}-")), None)
+            if reg is not None and self._post_session(reg, out) is not None:
+                n += 1
+        return n
+
+    def _sessions(self) -> None:
+        for reg in list(self.regs):
+            try:
+                self.calibrate_session(reg)
+            except ConnectionError as e:  # the records stay in the spool: posted at the next start (within an hour)
+                self._say(f"session calibration of {reg.device} not posted, the server is unreachable: {e}")
+
     # --- main loop ----------------------------------------------------------------------------------
     def run(self, max_jobs: int | None = None, idle_exit_s: float | None = None) -> int:
         """Serve until stopped (or ``max_jobs`` done, or idle for ``idle_exit_s``); returns jobs done."""
         self.register()
         self.flush_spool()
+        self.flush_sessions()
         threading.Thread(target=self._heartbeats, daemon=True, name="hil-heartbeat").start()
+        last_session = None
+        if self.session_n:
+            self._sessions()
+            last_session = time.monotonic()
         idle_since = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="hil-agent-") as tmp:
             workdir = Path(tmp)
@@ -338,6 +423,11 @@ class DeviceAgent:
                     if max_jobs is not None and self.jobs_done >= max_jobs:
                         self.stop.set()
                         break
+                if (not got and last_session is not None and self.session_every_min is not None
+                        and time.monotonic() - last_session > 60 * self.session_every_min and not self.stop.is_set()):
+                    self._sessions()  # no job waiting: measure the machine's state again
+                    last_session = time.monotonic()
+                    got = True  # busy, not idle
                 if got:
                     idle_since = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:

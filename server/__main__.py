@@ -121,6 +121,11 @@ def up(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option
        agent: bool = typer.Option(True, "--agent/--no-agent", help="start a local device agent"),
        per_type: int = typer.Option(30, "--per-type", min=1, help="kernels per type when profiling this host"),
        kernel_types: Optional[str] = typer.Option(None, "--kernel-types", help="profile only these (comma-separated)"),
+       session: int = typer.Option(0, "--session", min=0, help="the local agent measures this many calib-small "
+                                   "networks per hyperspace at start-up and refits the predictor's scale and "
+                                   "per-kernel cost to this session (see `profilers agent --session`); 0: none"),
+       session_every: Optional[float] = typer.Option(None, "--session-every", help="with --session: again after "
+                                                     "this many minutes when the agent is idle"),
        exit_when_ready: bool = typer.Option(False, "--exit-when-ready",
                                             help="stop once every local device has a predictor (for tests)")):
     """Main job: the service on SQLite plus a local agent for this host's backends. Bundled predictors are
@@ -166,6 +171,14 @@ def up(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option
         cmd = [sys.executable, "-m", "profilers", "agent", "--server", url]
         for b in chosen:
             cmd += ["--backend", b]
+        if session:
+            cmd += ["--session", str(session)]
+        if session_every is not None:
+            if not session:
+                err.print("[bold red]error:[/] --session-every: needs --session N (calib-small networks per "
+                          "hyperspace)")
+                raise typer.Exit(2)
+            cmd += ["--session-every", str(session_every)]
         log_path = VAR / "agent.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(log_path, "a")

@@ -37,8 +37,8 @@ from .models import Agent, Blob, Device, Job, MeasurementRow, PredictorRow
 from .registry import ArchError, Registry, predict_archs, predict_stages
 from .schemas import (AgentRegister, AgentRegistered, DeviceView, Health, HeartbeatResponse, JobResult,
                       JobResultResponse, JobSubmit, JobView, LeaseRequest, ModelPredictResponse, ModelUploaded,
-                      PredictorInfo, PredictorView, PredictRequest, PredictResponse, StagesRequest, StagesResponse,
-                      TrainRequest, TrainResponse)
+                      PredictorInfo, PredictorView, PredictRequest, PredictResponse, SessionRequest,
+                      SessionResponse, StagesRequest, StagesResponse, TrainRequest, TrainResponse)
 from .training import Trainer, campaign_status, finished_campaigns, start_campaign
 
 log = logging.getLogger("hil.server")
@@ -671,4 +671,61 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(409, str(e)) from None
         return TrainResponse(device=device, status="training", records=n)
 
+    @app.post("/predictors/{device}/session", response_model=SessionResponse, status_code=201, tags=["predictors"])
+    def session_calibration(device: str, req: SessionRequest, state: StateDep, s: SessionDep,
+                            p: AgentP) -> SessionResponse:
+        """Refit the device's predictor to this session's machine state from calibration networks an agent just
+        measured (``predictors eval --set calib-small``): only a global scale and the per-kernel cost move
+        (predictors.calibration, "Session calibration"). The result is the device's next predictor version,
+        served at once; its base calibration is kept, so a later session refits from the base again."""
+        _device(s, device)
+        loaded = state.registry.get(device)
+        if loaded is None:
+            _no_predictor(state, device)
+        return _session_version(state, s, device, loaded, req, p.name)
+
     return app
+
+
+def _session_version(state: State, s: Session, device: str, loaded, req: SessionRequest,
+                     who: str) -> SessionResponse:
+    """Fit, save as the next version, record it, install it (see POST /predictors/{device}/session)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from predictors.artifact import Predictor
+    from predictors.calibration import session_calibrate_records
+    from predictors.evaluate import set_mismatches
+
+    recs = [r.model_dump() for r in req.records]
+    bad = set_mismatches(recs)
+    if bad:
+        raise HTTPException(422, f"records: {len(bad)} are not networks of the calibration sets (calib, calib-small"
+                            f"; the evaluation set is refused): {'; '.join(bad[:3])}")
+    pred = Predictor.load(loaded.path)  # a copy: the served one keeps answering until the swap
+    data = {"source": req.source or who, "posted_by": who, "base_version": loaded.version,
+            "base_path": str(loaded.path)}
+    try:
+        cal = session_calibrate_records(pred, recs, data)
+    except ValueError as e:
+        raise HTTPException(422, f"records: {e}") from None
+    pred.meta = pred.meta.model_copy(update={"calibration": cal})
+    version = max(loaded.version, s.scalar(select(func.max(PredictorRow.version))
+                                           .where(PredictorRow.device == device)) or 0) + 1
+    out = Path(state.settings.predictor_dir) / device / f"v{version}-session"
+    pred.save(out)
+    now = time.time()
+    ses = cal.session
+    s.add(PredictorRow(device=device, version=version, path=str(out), trained_at=now, records=ses.n_models,
+                       accuracy={"session": ses.model_dump(exclude={"base"})}))
+    try:
+        s.commit()
+    except IntegrityError:
+        s.rollback()
+        raise HTTPException(409, f"device: {device!r} got another predictor version {version} meanwhile; "
+                            "post the session again") from None
+    state.registry.install(device, version, out, now)
+    log.info("session calibration of %s: v%d, g %.4f, d %.2f us from %d networks", device, version, ses.scale,
+             ses.per_kernel_ms * 1e3, ses.n_models)
+    return SessionResponse(device=device, version=version, n_models=ses.n_models, scale=ses.scale,
+                           per_kernel_ms=ses.per_kernel_ms, base_per_kernel_ms=ses.base.per_kernel_ms, cv=ses.cv,
+                           measured_from=ses.measured_from, measured_to=ses.measured_to, warnings=ses.warnings)

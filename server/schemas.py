@@ -169,6 +169,37 @@ class TrainResponse(BaseModel):
     records: int
 
 
+class SessionRecord(Strict):
+    """One calibration network measured end to end in this session (a line of `predictors eval` results.jsonl)."""
+
+    model_config = ConfigDict(extra="ignore")  # a results.jsonl line carries more (rounds_ms, flops, ...)
+    name: str = Field(max_length=64, description="<hyperspace>-calib-small-<i> or <hyperspace>-calib-<i>")
+    space: str = Field(max_length=128)
+    arch: str = Field(max_length=2000)
+    measured_ms: float = Field(gt=0, le=1e6, allow_inf_nan=False)
+    probe_ms: list[float | None] = Field(default_factory=list, max_length=100)
+    measured_at: str | None = Field(None, max_length=40)
+
+
+class SessionRequest(Strict):
+    records: list[SessionRecord] = Field(min_length=1, max_length=1000, description="the session's networks, "
+                                         "from `predictors eval --set calib-small` (5 or more)")
+    source: str = Field("", max_length=200, description="who measured them (an agent id, a host)")
+
+
+class SessionResponse(BaseModel):
+    device: str
+    version: int
+    n_models: int
+    scale: float
+    per_kernel_ms: float
+    base_per_kernel_ms: float
+    cv: dict[str, Any]
+    measured_from: str | None
+    measured_to: str | None
+    warnings: list[str] = []
+
+
 class DeviceView(BaseModel):
     name: str
     backend: str

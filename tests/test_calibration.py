@@ -240,3 +240,121 @@ def test_eval_cli_names_an_unknown_hyperspace(tmp_path, all_type_predictor):
     r = CliRunner().invoke(app, ["eval", str(path), "--backend", "onnxruntime-cpu", "--hyperspaces", "onnxw,resnet",
                                  "--n", "2", "--out", str(tmp_path / "ev")])
     assert r.exit_code == 2 and "resnet" in r.output and "allowed: onnxw, mobilew" in r.output
+
+
+# --- session calibration: refit a global scale g and the per-kernel cost d on top of a calibration -------------
+def test_session_fit_recovers_a_scale_and_a_per_kernel_cost():
+    from predictors.calibration import fit_session
+
+    rng = np.random.default_rng(1)
+    B, n = rng.uniform(3, 25, 12), rng.integers(60, 200, 12).astype(float)
+    y = 0.95 * B + 0.0015 * n
+    g, d, lam, cv = fit_session(B, n, y, d0=0.004)
+    assert g == pytest.approx(0.95, abs=0.01) and d == pytest.approx(0.0015, abs=3e-4)
+    assert cv["session_leave_one_out"]["rmspe"] < 0.01 < cv["base"]["rmspe"]
+    # noise: leave-one-out picks a ridge, the estimate stays between the base and the truth's neighbourhood
+    y_noisy = y * rng.normal(1, 0.03, 12)
+    g2, d2, _, cv2 = fit_session(B, n, y_noisy, d0=0.004)
+    assert 0.85 < g2 < 1.05 and 0 <= d2 <= 0.05
+    with pytest.raises(ValueError, match="at least 5 are needed"):
+        fit_session(B[:4], n[:4], y[:4], 0.0)
+
+
+def _session_truth(pred: Predictor, net, g=0.9, d=0.003) -> float:
+    """Another machine state: the calibrated truth a tenth faster, each kernel paying 3 µs more."""
+    return g * _truth(pred, net) + d * len(list(net.kernels()))
+
+
+def _measure_session(pred: Predictor, path, n: int = 6, **kw):
+    from predictors.evaluate import eval_set
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"name": name, "space": s, "arch": a, "ok": True,
+                         "measured_ms": _session_truth(pred, resolve(s, a), **kw), "predicted_ms": 0.0,
+                         "probe_ms": [0.33], "measured_at": f"2026-12-05T00:0{i % 10}:00+00:00"})
+             for i, (name, s, a) in enumerate(eval_set(["onnxw", "mobilew"], n, kind="calib-small"))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_session_calibration_follows_the_session_and_keeps_its_base(calibrated, tmp_path):
+    from predictors.__main__ import app
+    from predictors.evaluate import eval_set
+
+    raw, cal, tmp, _ = calibrated
+    base = cal.meta.calibration
+    ses = _measure_session(raw, tmp_path / "s" / "results.jsonl")
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "cal"), "--session", "--results", str(ses),
+                                 "--out", str(tmp_path / "ses")])
+    assert r.exit_code == 0, r.output
+    assert "global scale g" in r.output and "per kernel d" in r.output
+    p = Predictor.load(tmp_path / "ses")
+    c = p.meta.calibration
+    s = c.session
+    assert s.n_models == 12 and s.base == base and s.probe_ms == pytest.approx(0.33) and c.probe_ref_ms == s.probe_ms
+    assert s.measured_from.startswith("2026-12-05T00:00") and s.data["sha256"]
+    assert s.cv["session_leave_one_out"]["rmspe"] < s.cv["base"]["rmspe"]
+    # folded into the ordinary fields: the per-type scales keep their ratios, only g and d moved
+    assert c.scales["dwconv-bn-swish"] / c.scales["dwconv-bn-relu6"] == pytest.approx(
+        base.scales["dwconv-bn-swish"] / base.scales["dwconv-bn-relu6"])
+    err_ses, err_base = [], []
+    for name, space, arch in eval_set(["onnxw", "mobilew"], 5):  # held out, in the session's state
+        net = resolve(space, arch)
+        y = _session_truth(raw, net)
+        cfgs = [KernelConfig.from_kernel(k) for k in net.kernels()]
+        err_ses.append(predict_kernel_list(p, cfgs).latency_ms / y - 1)
+        err_base.append(predict_kernel_list(cal, cfgs).latency_ms / y - 1)
+    assert max(map(abs, err_ses)) < 0.04 < max(map(abs, err_base))
+    # a reader that knows nothing of sessions (the field ignored) predicts the same numbers
+    meta = json.loads((tmp_path / "ses" / "metadata.json").read_text())
+    del meta["calibration"]["session"]
+    (tmp_path / "ses" / "metadata.json").write_text(json.dumps(meta))
+    cfgs = [KernelConfig.from_kernel(k) for k in resolve(*eval_set(["onnxw"], 1)[0][1:]).kernels()]
+    assert predict_kernel_list(Predictor.load(tmp_path / "ses"), cfgs).latency_ms == \
+        predict_kernel_list(p, cfgs).latency_ms
+    # a second session refits from the base, never from the first session: the same data gives the same fit
+    r = CliRunner().invoke(app, ["calibrate", str(tmp_path / "ses2-src"), "--session", "--results", str(ses), "--out",
+                                 str(tmp_path / "x")])
+    assert r.exit_code == 2 and "ses2-src" in r.output
+    p.save(tmp_path / "again-src")
+    r = CliRunner().invoke(app, ["calibrate", str(tmp_path / "again-src"), "--session", "--results", str(ses),
+                                 "--out", str(tmp_path / "again")])
+    assert r.exit_code == 0, r.output
+    c2 = Predictor.load(tmp_path / "again").meta.calibration
+    assert c2.session.base == base and c2.scales == pytest.approx(c.scales) and c2.per_kernel_ms == pytest.approx(
+        c.per_kernel_ms)
+
+
+def test_session_calibration_of_a_plain_sum_and_its_refusals(calibrated, tmp_path):
+    from predictors.__main__ import app
+
+    raw, _, tmp, _ = calibrated
+    ses = _measure_session(raw, tmp_path / "s" / "results.jsonl")
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "raw"), "--session", "--results", str(ses),
+                                 "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    c = Predictor.load(tmp_path / "plain").meta.calibration
+    assert c.session.base.method.startswith("none") and c.session.base.fixed_ms == raw.meta.overhead_ms
+    few = _measure_session(raw, tmp_path / "few" / "results.jsonl", n=2)
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "cal"), "--session", "--results", str(few), "--out",
+                                 str(tmp_path / "x")])
+    assert r.exit_code == 2 and "4 measured networks; at least 5 are needed" in r.output
+    bad = tmp_path / "random.jsonl"
+    bad.write_text(ses.read_text().replace("-calib-small-", "-random-"))
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "cal"), "--session", "--results", str(bad)])
+    assert r.exit_code == 2 and "evaluation networks" in r.output
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "cal"), "--session", "--results", str(tmp_path / "no.jsonl")])
+    assert r.exit_code == 2 and "--set calib-small" in r.output
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "cal"), "--session", "--results", str(ses)])
+    assert r.exit_code == 2 and "--out: needed with --session" in r.output
+
+
+def test_a_session_far_from_its_base_is_fitted_at_a_bound_and_says_so(calibrated, tmp_path):
+    """Another machine (everything 3x faster) is not a state of this one: g stops at its bound with a warning."""
+    from predictors.calibration import session_calibrate
+
+    raw, cal, _, _ = calibrated
+    ses = _measure_session(raw, tmp_path / "s" / "results.jsonl", g=0.3, d=0.0)
+    c = session_calibrate(cal, ses)
+    assert c.session.scale == pytest.approx(0.5) and "reached a bound" in c.session.warnings[0]
+    assert not session_calibrate(cal, _measure_session(raw, tmp_path / "t" / "results.jsonl")).session.warnings

@@ -3,6 +3,7 @@ predictor hot swap. Processes, kills and restarts are in test_service_e2e.py."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -264,3 +265,75 @@ def test_stage_predictions_add_up_to_the_subnet(client):
     bad = client.post("/predict_latency/stages", json={"device": BUNDLED_DEVICE, "hyperspace": "onnxw", "stages": [
         items[2], {"stage": "stage3", "block": 2, "arch": "4#32#4", "input": [32, 40]}]})
     assert bad.status_code == 422 and bad.json()["field"] == "stages[1]" and "allowed: 3, 5" in bad.text
+
+
+SESSION_RUN = Path(__file__).resolve().parents[1] / \
+    "data/networks/amd-epyc-zen4-vnni/onnxruntime-cpu/calib-small/run2-20261204/results.jsonl"
+
+
+def test_session_calibration_is_the_next_version_and_survives_a_restart(client, db_url, tmp_path):
+    """An agent posts a session's calib-small networks (real records from the Zen 4 host, measured 2026-12-04):
+    the device gets a new predictor version that only moved g and d, served at once and after a restart."""
+    import json
+
+    from predictors.artifact import Predictor, predict_kernel_list
+    from spaces import resolve
+
+    recs = [json.loads(line) for line in SESSION_RUN.read_text().splitlines()][:12]
+    agent = _tok(client, "agent")
+    url = f"/predictors/{BUNDLED_DEVICE}/session"
+    r = client.post(url, headers=agent, json={"records": recs, "source": "test"})
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert doc["version"] == 1 and doc["n_models"] == 12 and 0.5 <= doc["scale"] <= 2
+    assert doc["measured_from"] == "2026-12-04T23:32:52+00:00" and "session_leave_one_out" in doc["cv"]
+    view = client.get(f"/predictors/{BUNDLED_DEVICE}").json()
+    assert view["active"]["version"] == 1 and view["active"]["accuracy"]["session"]["n_models"] == 12
+    assert view["active"]["accuracy"]["session"]["source"] == "test" and view["versions"][-1]["records"] == 12
+    served = Predictor.load(view["active"]["path"])
+    cal = served.meta.calibration
+    assert cal.session.base == Predictor.load(BUNDLED / BUNDLED_SPEC).meta.calibration
+    arch = str(sample_subnet(SPACE, "random", 7))
+    got = client.post("/predict_latency", json={"device": BUNDLED_DEVICE, "space": SPACE, "archs": [arch]}).json()
+    cfgs = [KernelConfig.from_kernel(k) for k in resolve(SPACE, arch).kernels()]
+    assert got["predictor"]["version"] == 1
+    assert got["latencies_ms"][0] == pytest.approx(predict_kernel_list(served, cfgs).latency_ms, rel=1e-6)
+    # a restart serves the session version again (the bundled one is version 0)
+    app2 = create_app(Settings(database_url=db_url, predictor_dir=tmp_path / "preds", admin_token=ADMIN))
+    with TestClient(app2) as c2:
+        assert c2.get(f"/predictors/{BUNDLED_DEVICE}").json()["active"]["version"] == 1
+    # a second session is version 2 and refits from the same base
+    r = client.post(url, headers=agent, json={"records": recs[:8]})
+    assert r.status_code == 201 and r.json()["version"] == 2
+    assert Predictor.load(client.get(f"/predictors/{BUNDLED_DEVICE}").json()["active"]["path"]).meta.calibration \
+        .session.base == cal.session.base
+
+
+def test_session_calibration_refuses_what_is_not_a_calibration_session(client):
+    import json
+
+    recs = [json.loads(line) for line in SESSION_RUN.read_text().splitlines()][:8]
+    agent, cl = _tok(client, "agent"), _tok(client, "client")
+    url = f"/predictors/{BUNDLED_DEVICE}/session"
+    assert client.post(url, json={"records": recs}).status_code == 401
+    r = client.post(url, headers=cl, json={"records": recs})
+    assert r.status_code == 403 and "role client" in r.text
+    r = client.post("/predictors/nope/session", headers=agent, json={"records": recs})
+    assert r.status_code == 404 and "not known" in r.text
+    evaluation = [dict(x, name=x["name"].replace("calib-small", "random")) for x in recs]
+    r = client.post(url, headers=agent, json={"records": evaluation})
+    assert r.status_code == 422 and "the evaluation set is refused" in r.text and "onnxw-random-0" in r.text
+    swapped = [dict(recs[0], arch=recs[2]["arch"]), *recs[1:]]
+    r = client.post(url, headers=agent, json={"records": swapped})
+    assert r.status_code == 422 and "onnxw-calib-small-0" in r.text and "another subnet" in r.text
+    r = client.post(url, headers=agent, json={"records": recs[:4]})
+    assert r.status_code == 422 and "at least 5 are needed" in r.text
+    r = client.post(url, headers=agent, json={"records": [dict(recs[0], measured_ms=-1.0)]})
+    assert r.status_code == 422 and "measured_ms" in r.text
+    assert client.get(f"/predictors/{BUNDLED_DEVICE}").json()["active"]["version"] == 0  # nothing installed
+    fp = local_fingerprint("onnxruntime-cpu").model_dump()
+    reg = client.post("/agents/register", headers=agent, json={"backend": "onnxruntime-cpu", "device": "lab-new",
+                                                               "fingerprint": fp, "hostname": "h"})
+    assert reg.status_code == 200
+    r = client.post("/predictors/lab-new/session", headers=agent, json={"records": recs})
+    assert r.status_code == 409 and "no predictor yet" in r.text

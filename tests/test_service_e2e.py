@@ -216,3 +216,57 @@ def test_main_job_profiles_trains_and_serves(tmp_path):
         assert d["profiling"]["state"] == "finished" and d["jobs"]["done"] == 16
     finally:
         svc.close()
+
+
+def test_agent_calibrates_its_session_at_start_up(service):
+    """`profilers agent --session 3`: the agent measures 6 calib-small networks with the evaluation's protocol,
+    posts them, and the device is served a predictor refitted to this session (the next version)."""
+    import json
+    import shutil
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from predictors.bundled import BUNDLED, bundled_predictors
+    from profilers.fingerprint import local_fingerprint
+    from server.models import PredictorRow
+
+    svc = service
+    fp = local_fingerprint("onnxruntime-cpu").model_dump()
+    r = svc.http.post("/agents/register", json={"backend": "onnxruntime-cpu", "device": "lab-ses", "fingerprint": fp,
+                                                "hostname": "h"})
+    assert r.status_code == 200, r.text
+    # a predictor for the device (any bundled onnxruntime one), recorded as another server process would
+    src = svc.tmp / "preds" / "lab-ses-v1"
+    shutil.copytree(BUNDLED / bundled_predictors("onnxruntime-cpu")[0], src)
+    with Session(create_engine(svc.db_url)) as s:
+        s.add(PredictorRow(device="lab-ses", version=1, path=str(src), trained_at=time.time(), records=0, accuracy={}))
+        s.commit()
+    wait_for(lambda: (svc.http.get("/predictors/lab-ses").json()["active"] or {}).get("version") == 1, 30,
+             "predictor v1 picked up", svc.tmp / "server.log")
+    log = open(svc.tmp / "ses.log", "a")
+    spool = svc.tmp / "spool-ses"
+    svc.agents.append(subprocess.Popen(
+        [sys.executable, "-m", "profilers", "agent", "--server", svc.url, "--backend", "onnxruntime-cpu", "--device",
+         "lab-ses", "--token", svc.token("agent", "ses"), "--wait-s", "1", "--spool", str(spool), "--session", "3",
+         "--session-every", "0.01"],
+        env=svc.env, cwd=svc.tmp, stdout=log, stderr=subprocess.STDOUT))
+    active = wait_for(lambda: (a := svc.http.get("/predictors/lab-ses").json()["active"]) and a["version"] == 2 and a,
+                      300, "session version", svc.tmp / "ses.log")
+    ses = active["accuracy"]["session"]
+    assert ses["n_models"] == 6 and "agent" in ses["source"] and 0.5 <= ses["scale"] <= 2
+    posted = list(spool.glob("*/session-lab-ses-*/posted.jsonl"))
+    assert len(posted) == 1
+    recs = [json.loads(line) for line in posted[0].read_text().splitlines()]
+    assert sorted(r["name"] for r in recs) == sorted(f"{h}-calib-small-{i}" for h in ("onnxw", "mobilew")
+                                                     for i in range(3))
+    assert all(len(r["rounds_ms"]) == 3 and r["predicted_ms"] is None for r in recs)
+    # --session-every: with no job waiting, the agent measures the state again: the next version
+    again = wait_for(lambda: (a := svc.http.get("/predictors/lab-ses").json()["active"]) and a["version"] == 3 and a,
+                     300, "second session version", svc.tmp / "ses.log")
+    assert again["accuracy"]["session"]["measured_from"] > ses["measured_to"]
+    assert len(list(spool.glob("*/session-lab-ses-*/posted.jsonl"))) == 2
+    text = (svc.tmp / "ses.log").read_text()
+    assert "session calibration of lab-ses: predictor v2" in text
+    # the predictor given may be another host's (the first bundled one): a fit at its bound says so
+    assert ("reached a bound" in text) == bool(ses["warnings"]) == (ses["scale"] in (0.5, 2.0))
