@@ -218,10 +218,9 @@ def test_main_job_profiles_trains_and_serves(tmp_path):
         svc.close()
 
 
-def test_agent_calibrates_its_session_at_start_up(service):
-    """`profilers agent --session 3`: the agent measures 6 calib-small networks with the evaluation's protocol,
-    posts them, and the device is served a predictor refitted to this session (the next version)."""
-    import json
+def _session_agent(svc: Service, *extra: str):
+    """A device with a predictor (any bundled onnxruntime one, recorded as another server process would) and an
+    agent started on it with ``--session 3`` and ``extra``; returns the spool and the first session's version."""
     import shutil
 
     from sqlalchemy import create_engine
@@ -231,12 +230,10 @@ def test_agent_calibrates_its_session_at_start_up(service):
     from profilers.fingerprint import local_fingerprint
     from server.models import PredictorRow
 
-    svc = service
     fp = local_fingerprint("onnxruntime-cpu").model_dump()
     r = svc.http.post("/agents/register", json={"backend": "onnxruntime-cpu", "device": "lab-ses", "fingerprint": fp,
                                                 "hostname": "h"})
     assert r.status_code == 200, r.text
-    # a predictor for the device (any bundled onnxruntime one), recorded as another server process would
     src = svc.tmp / "preds" / "lab-ses-v1"
     shutil.copytree(BUNDLED / bundled_predictors("onnxruntime-cpu")[0], src)
     with Session(create_engine(svc.db_url)) as s:
@@ -249,10 +246,19 @@ def test_agent_calibrates_its_session_at_start_up(service):
     svc.agents.append(subprocess.Popen(
         [sys.executable, "-m", "profilers", "agent", "--server", svc.url, "--backend", "onnxruntime-cpu", "--device",
          "lab-ses", "--token", svc.token("agent", "ses"), "--wait-s", "1", "--spool", str(spool), "--session", "3",
-         "--session-every", "0.01"],
-        env=svc.env, cwd=svc.tmp, stdout=log, stderr=subprocess.STDOUT))
+         *extra], env=svc.env, cwd=svc.tmp, stdout=log, stderr=subprocess.STDOUT))
     active = wait_for(lambda: (a := svc.http.get("/predictors/lab-ses").json()["active"]) and a["version"] == 2 and a,
                       300, "session version", svc.tmp / "ses.log")
+    return spool, active
+
+
+def test_agent_calibrates_its_session_at_start_up(service):
+    """`profilers agent --session 3`: the agent measures 6 calib-small networks with the evaluation's protocol,
+    posts them, and the device is served a predictor refitted to this session (the next version)."""
+    import json
+
+    svc = service
+    spool, active = _session_agent(svc)
     ses = active["accuracy"]["session"]
     assert ses["n_models"] == 6 and "agent" in ses["source"] and 0.5 <= ses["scale"] <= 2
     posted = list(spool.glob("*/session-lab-ses-*/posted.jsonl"))
@@ -261,12 +267,18 @@ def test_agent_calibrates_its_session_at_start_up(service):
     assert sorted(r["name"] for r in recs) == sorted(f"{h}-calib-small-{i}" for h in ("onnxw", "mobilew")
                                                      for i in range(3))
     assert all(len(r["rounds_ms"]) == 3 and r["predicted_ms"] is None for r in recs)
-    # --session-every: with no job waiting, the agent measures the state again: the next version
-    again = wait_for(lambda: (a := svc.http.get("/predictors/lab-ses").json()["active"]) and a["version"] == 3 and a,
-                     300, "second session version", svc.tmp / "ses.log")
-    assert again["accuracy"]["session"]["measured_from"] > ses["measured_to"]
-    assert len(list(spool.glob("*/session-lab-ses-*/posted.jsonl"))) == 2
     text = (svc.tmp / "ses.log").read_text()
     assert "session calibration of lab-ses: predictor v2" in text
     # the predictor given may be another host's (the first bundled one): a fit at its bound says so
     assert ("reached a bound" in text) == bool(ses["warnings"]) == (ses["scale"] in (0.5, 2.0))
+
+
+@pytest.mark.slow
+def test_agent_measures_its_session_again_when_idle(service):
+    """`--session-every`: with no job waiting, the agent measures the state again: the next version."""
+    svc = service
+    spool, active = _session_agent(svc, "--session-every", "0.01")
+    again = wait_for(lambda: (a := svc.http.get("/predictors/lab-ses").json()["active"]) and a["version"] == 3 and a,
+                     300, "second session version", svc.tmp / "ses.log")
+    assert again["accuracy"]["session"]["measured_from"] > active["accuracy"]["session"]["measured_to"]
+    assert len(list(spool.glob("*/session-lab-ses-*/posted.jsonl"))) == 2
