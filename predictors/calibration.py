@@ -99,6 +99,13 @@ class SessionFit(BaseModel):
     warnings: list[str] = []  # a fit at a bound: the session is not a state of the base's machine
     base: ModelCalibration
 
+    def summary(self) -> dict:
+        """What an answer or a report says of the session (GET /predictors' ``accuracy.session``, eval.json)."""
+        return {"n_models": self.n_models, "measured_from": self.measured_from, "measured_to": self.measured_to,
+                "scale": round(self.scale, 5), "per_kernel_ms": round(self.per_kernel_ms, 6),
+                "base_per_kernel_ms": round(self.base.per_kernel_ms, 6), "source": self.data.get("source"),
+                "warnings": self.warnings}
+
 
 def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
     """Per network: [S_t for each kernel type..., io, n_kernels, 1], from *uncalibrated* kernel predictions."""
@@ -262,20 +269,30 @@ def session_calibrate(predictor, results: str | Path | list[str | Path]) -> Mode
     from .evaluate import pool_results
 
     paths = [Path(x) for x in (results if isinstance(results, list) else [results])]
-    recs = [r for r in pool_results(paths).values() if r.get("ok") and r.get("measured_ms") and r.get("space")]
-    if not recs:
-        raise ValueError(f"session calibration: {', '.join(map(str, paths))} has no measured subnets (ok, with "
-                         "measured_ms and space)")
-    return session_calibrate_records(predictor, recs, _provenance(paths))
+    return session_calibrate_records(predictor, list(pool_results(paths).values()), _provenance(paths))
 
 
 def session_calibrate_records(predictor, recs: list[dict], data: dict) -> ModelCalibration:
-    """:func:`session_calibrate` from records (name, space, arch, measured_ms, optionally probe_ms and
-    measured_at), e.g. posted by a device agent; ``data`` says where they came from."""
+    """:func:`session_calibrate` from records (name, space, arch, measured_ms, optionally ok, probe_ms and
+    measured_at), e.g. posted by a device agent; ``data`` says where they came from.
+
+    Every record must be the network of the calibration sets that its name says (checked before anything is
+    resolved, so a client's strings never reach the search-space parser): a session fitted on evaluation networks
+    would judge the predictor on what it was fitted to. Records that failed (``ok`` false) are checked, not fitted."""
     from spaces import resolve
 
+    from .evaluate import set_mismatches
     from .speed import reference_probe_ms
 
+    bad = set_mismatches(recs)
+    if bad:
+        raise ValueError(f"session calibration: {len(bad)} records are not networks of the calibration sets (calib, "
+                         f"calib-small; the evaluation set is refused): {'; '.join(bad[:3])}")
+    n_given = len(recs)
+    recs = [r for r in recs if r.get("ok", True) and r.get("measured_ms") and r.get("space")]
+    if not recs:
+        raise ValueError(f"session calibration: none of the {n_given} records is a measured subnet (ok, with "
+                         "measured_ms and space)")
     cal = predictor.meta.calibration
     base = cal.session.base if cal is not None and cal.session is not None else (cal or plain_sum(predictor))
     y = np.array([r["measured_ms"] for r in recs])

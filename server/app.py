@@ -694,20 +694,14 @@ def _session_version(state: State, s: Session, device: str, loaded, req: Session
 
     from predictors.artifact import Predictor
     from predictors.calibration import session_calibrate_records
-    from predictors.evaluate import set_mismatches
 
-    recs = [r.model_dump() for r in req.records]
-    bad = set_mismatches(recs)
-    if bad:
-        raise HTTPException(422, f"records: {len(bad)} are not networks of the calibration sets (calib, calib-small"
-                            f"; the evaluation set is refused): {'; '.join(bad[:3])}")
-    pred = Predictor.load(loaded.path)  # a copy: the served one keeps answering until the swap
     data = {"source": req.source or who, "posted_by": who, "base_version": loaded.version,
             "base_path": str(loaded.path)}
-    try:
-        cal = session_calibrate_records(pred, recs, data)
+    try:  # fitted on the served predictor: it only reads its forests (raw kernel latencies, which its cache holds)
+        cal = session_calibrate_records(loaded.predictor, [r.model_dump() for r in req.records], data)
     except ValueError as e:
         raise HTTPException(422, f"records: {e}") from None
+    pred = Predictor.load(loaded.path)  # a copy to change: the served one keeps answering until the swap
     pred.meta = pred.meta.model_copy(update={"calibration": cal})
     version = max(loaded.version, s.scalar(select(func.max(PredictorRow.version))
                                            .where(PredictorRow.device == device)) or 0) + 1

@@ -76,12 +76,7 @@ def accuracy_summary(p: Predictor, path: Path | None = None) -> dict[str, Any]:
         out["end_to_end"] = None  # never evaluated on whole networks: trust the kernel errors only
     cal = p.meta.calibration
     if cal is not None and cal.session is not None:  # refitted to one session's machine state: say which
-        ses = cal.session
-        out["session"] = {"n_models": ses.n_models, "measured_from": ses.measured_from,
-                          "measured_to": ses.measured_to, "scale": round(ses.scale, 5),
-                          "per_kernel_ms": round(ses.per_kernel_ms, 6),
-                          "base_per_kernel_ms": round(ses.base.per_kernel_ms, 6), "source": ses.data.get("source"),
-                          "warnings": ses.warnings}
+        out["session"] = cal.session.summary()
     return out
 
 

@@ -346,6 +346,13 @@ def test_session_calibration_of_a_plain_sum_and_its_refusals(calibrated, tmp_pat
     assert r.exit_code == 2 and "--set calib-small" in r.output
     r = CliRunner().invoke(app, ["calibrate", str(tmp / "cal"), "--session", "--results", str(ses)])
     assert r.exit_code == 2 and "--out: needed with --session" in r.output
+    lines = ses.read_text().splitlines()
+    swapped = tmp_path / "swapped.jsonl"  # a calib-small name holding another subnet (its neighbour's arch)
+    swapped.write_text("\n".join([json.dumps(dict(json.loads(lines[0]), arch=json.loads(lines[2])["arch"])),
+                                   *lines[1:]]) + "\n")
+    r = CliRunner().invoke(app, ["calibrate", str(tmp / "cal"), "--session", "--results", str(swapped), "--out",
+                                 str(tmp_path / "x")])
+    assert r.exit_code == 2 and "onnxw-calib-small-0" in r.output and "another subnet" in r.output
 
 
 def test_a_session_far_from_its_base_is_fitted_at_a_bound_and_says_so(calibrated, tmp_path):
