@@ -218,7 +218,12 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
                                       "calibration networks, from the lowest third by MACs (pass both sets' "
                                       "results to calibrate)"),
              save_eval: bool = typer.Option(False, "--save-eval", help="also write the summary as eval.json beside "
-                                            "the predictor, where the service reports it (GET /predictors)")):
+                                            "the predictor, where the service reports it (GET /predictors)"),
+             online: int = typer.Option(0, "--online", help="with --repredict: predict each network with a session "
+                                        "fit on the last ONLINE networks measured before it (predictors.online; "
+                                        "16 is the default window; 0: off)"),
+             online_max_age: float = typer.Option(30.0, "--online-max-age", help="with --online: fit no network "
+                                                  "measured more than this many minutes before")):
     """Measure held-out subnets end to end and report RMSE, RMSPE, +-5% and +-10% with a scatter plot."""
     from .evaluate import SETS, eval_set, evaluate as run, report
 
@@ -231,6 +236,26 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     ref = p.meta.calibration.anchor_ref_ms if p.meta.calibration and set_ == "random" else None
     # and probe-normalized in the machine state of that calibration (predictors/speed.py)
     pref = p.meta.calibration.probe_ref_ms if p.meta.calibration and set_ == "random" else None
+    if online and repredict_from is None:
+        err.print("[bold red]error:[/] --online: replays measured records; give --repredict RESULTS (run the "
+                  "evaluation first, then replay it)")
+        raise typer.Exit(2)
+    if repredict_from is not None and online:
+        from pydantic import ValidationError
+
+        from .online import OnlineSettings, replay
+
+        try:
+            settings = OnlineSettings(window=online, max_age_min=online_max_age)
+            replay(p, repredict_from, out / "results.jsonl", settings)
+        except (ValidationError, ValueError) as e:
+            err.print(f"[bold red]error:[/] --online: {str(e).splitlines()[0]}" + (
+                f"; {e.errors()[0]['loc'][0]} {e.errors()[0]['msg']}" if isinstance(e, ValidationError) else ""))
+            raise typer.Exit(2)
+        title += f", online: refit on the last {online} networks within {online_max_age:g} min"
+        summary = report(out / "results.jsonl", out, title)
+        typer.echo(json.dumps(summary, indent=1))
+        return
     if repredict_from is not None:
         from .evaluate import repredict
 

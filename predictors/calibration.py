@@ -110,16 +110,23 @@ class SessionFit(BaseModel):
 def design(predictor, nets: list) -> tuple[np.ndarray, list[str]]:
     """Per network: [S_t for each kernel type..., io, n_kernels, 1], from *uncalibrated* kernel predictions."""
     from exporters.kernel_config import KernelConfig
+
+    return design_kernels(predictor, [[KernelConfig.from_kernel(k) for k in net.kernels()] for net in nets])
+
+
+def design_kernels(predictor, per_net: list[list]) -> tuple[np.ndarray, list[str]]:
+    """:func:`design` from each network's kernel list (KernelConfigs, e.g. detected in a model file)."""
     from profilers.boundary import kernel_elements
 
-    per_net = [[KernelConfig.from_kernel(k) for k in net.kernels()] for net in nets]
+    if not all(per_net):
+        raise ValueError("calibration: a network without kernels")
     flat = [c for cs in per_net for c in cs]
     lat, unknown = predictor.predict_kernels(flat, calibrated=False)
     if unknown:
         raise ValueError(f"calibration: kernel types without a forest in this predictor: {', '.join(unknown)}")
     types = sorted({c.type for c in flat})
     col = {t: i for i, t in enumerate(types)}
-    X = np.zeros((len(nets), len(types) + 3))
+    X = np.zeros((len(per_net), len(types) + 3))
     pos = 0
     for i, cs in enumerate(per_net):
         for c, v in zip(cs, lat[pos:pos + len(cs)]):
@@ -223,6 +230,22 @@ def plain_sum(predictor) -> ModelCalibration:
                             lam=0.0, n_models=0)
 
 
+def session_base(predictor) -> ModelCalibration:
+    """The calibration a session refits: the predictor's own, the base of its session where it holds one (sessions
+    never compound), the plain kernel sum where it has none."""
+    cal = predictor.meta.calibration
+    return cal.session.base if cal is not None and cal.session is not None else (cal or plain_sum(predictor))
+
+
+def session_design(predictor, nets: list, base: ModelCalibration, kernels: bool = False) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+    """Per network: ``B``, what ``base`` predicts without its per-kernel cost, and ``n``, its number of kernels; a
+    session's prediction is ``g * B + d * n``. ``nets`` are subnets, or kernel lists with ``kernels``."""
+    X, types = design_kernels(predictor, nets) if kernels else design(predictor, nets)
+    a = np.array([base.scales.get(t, 1.0) for t in types])
+    return X[:, :len(types)] @ a + base.io_scale * X[:, -3] + base.fixed_ms, X[:, -2]
+
+
 def _session_solve(B: np.ndarray, n: np.ndarray, y: np.ndarray, lam: float, d0: float, m: float) -> np.ndarray:
     """(g, d) minimising sum ((g B + d n) / y - 1)^2 + lam ((g - 1)^2 + (m (d - d0))^2).
 
@@ -293,25 +316,31 @@ def session_calibrate_records(predictor, recs: list[dict], data: dict) -> ModelC
     if not recs:
         raise ValueError(f"session calibration: none of the {n_given} records is a measured subnet (ok, with "
                          "measured_ms and space)")
-    cal = predictor.meta.calibration
-    base = cal.session.base if cal is not None and cal.session is not None else (cal or plain_sum(predictor))
+    base = session_base(predictor)
     y = np.array([r["measured_ms"] for r in recs])
-    X, types = design(predictor, [resolve(r["space"], r["arch"]) for r in recs])
-    a = np.array([base.scales.get(t, 1.0) for t in types])
-    B = X[:, :len(types)] @ a + base.io_scale * X[:, -3] + base.fixed_ms
-    g, d, lam, cv = fit_session(B, X[:, -2], y, base.per_kernel_ms)
+    B, n = session_design(predictor, [resolve(r["space"], r["arch"]) for r in recs], base)
+    g, d, lam, cv = fit_session(B, n, y, base.per_kernel_ms)
     times = sorted(r["measured_at"] for r in recs if r.get("measured_at"))
-    warnings = []
-    if min(abs(g - b) for b in SESSION_SCALE_BOUNDS) < 1e-6 or abs(d - PER_KERNEL_MAX_MS) < 1e-9:
-        lo, hi = SESSION_SCALE_BOUNDS
-        warnings.append(f"the fit reached a bound (g {g:.3f}, allowed {lo}-{hi}; d {d * 1e3:.1f} us, allowed "
-                        f"0-{PER_KERNEL_MAX_MS * 1e3:.0f}): these "
-                        "networks ran far from what the base calibration predicts, as on other hardware; a predictor "
-                        "trained on this device's own kernels is needed for numbers to trust")
-    session = SessionFit(warnings=warnings, scale=g, per_kernel_ms=d, lam=lam, n_models=len(y), data=data, cv=cv,
-                         measured_from=times[0] if times else None, measured_to=times[-1] if times else None,
+    session = SessionFit(warnings=bound_warnings(g, d), scale=g, per_kernel_ms=d, lam=lam, n_models=len(y), data=data,
+                         cv=cv, measured_from=times[0] if times else None, measured_to=times[-1] if times else None,
                          probe_ms=reference_probe_ms(recs), fitted_at=datetime.now(timezone.utc).isoformat(),
                          base=base)
+    return fold_session(predictor, session)
+
+
+def bound_warnings(g: float, d: float) -> list[str]:
+    """A session fit at a bound: its networks are not a state of the base's machine."""
+    if min(abs(g - b) for b in SESSION_SCALE_BOUNDS) < 1e-6 or abs(d - PER_KERNEL_MAX_MS) < 1e-9:
+        lo, hi = SESSION_SCALE_BOUNDS
+        return [f"the fit reached a bound (g {g:.3f}, allowed {lo}-{hi}; d {d * 1e3:.1f} us, allowed "
+                f"0-{PER_KERNEL_MAX_MS * 1e3:.0f}): these networks ran far from what the base calibration predicts, "
+                "as on other hardware; a predictor trained on this device's own kernels is needed for numbers to trust"]
+    return []
+
+
+def fold_session(predictor, session: SessionFit) -> ModelCalibration:
+    """``session`` (g and d over its base) folded into an ordinary calibration that every prediction path reads."""
+    base, g, d = session.base, session.scale, session.per_kernel_ms
     every = sorted(set(predictor.meta.kernels) | set(base.scales))
     return base.model_copy(update={
         "scales": {t: g * base.scales.get(t, 1.0) for t in every}, "io_scale": g * base.io_scale,

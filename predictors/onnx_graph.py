@@ -35,6 +35,9 @@ ACT = {"Relu": "relu", "HardSwish": "hswish", "HardSigmoid": "hsigmoid"}
 class DetectedGraph:
     kernels: list[KernelConfig] = field(default_factory=list)
     unsupported: dict[str, int] = field(default_factory=dict)
+    # quantized (QDQ or QOperator ONNX, int8 TFLite tensors): what the INT8 predictors' measurements are of; the
+    # kernels of an FP32 model are detected alike, but its measured latency is another runtime path's
+    int8: bool = False
 
 
 def _attr(node, name, default=None):
@@ -141,7 +144,8 @@ def detect_onnx(model: str | Path | onnx.ModelProto) -> DetectedGraph:
             return "hswish", [n]
         return None
 
-    out = DetectedGraph()
+    out = DetectedGraph(int8=any(n.op_type in QDQ or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")
+                                 for n in g.node))
     used: set[int] = set()
     unsupported: Counter = Counter()
     for n in nodes:

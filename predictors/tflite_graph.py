@@ -54,7 +54,8 @@ def detect_tflite(path: str | Path) -> DetectedGraph:
                 return "-swish", [sig[1], mul[1]]
         return None
 
-    out, used, unsupported = DetectedGraph(), set(), Counter()
+    int8 = {schema.TensorType.INT8, schema.TensorType.UINT8}
+    out, used, unsupported = DetectedGraph(int8=any(t.type in int8 for t in sg.tensors)), set(), Counter()
     for name, op in ops:
         if id(op) in used:
             continue

@@ -33,6 +33,7 @@ from .auth import Principal, authenticate
 from .config import Settings
 from .db import make_engine, migrate, session_factory
 from .metrics import Metrics
+from .online import OnlineCalibrator
 from .models import Agent, Blob, Device, Job, MeasurementRow, PredictorRow
 from .registry import ArchError, Registry, predict_archs, predict_stages
 from .schemas import (AgentRegister, AgentRegistered, DeviceView, Health, HeartbeatResponse, JobResult,
@@ -52,8 +53,15 @@ class State:
         self.sessions = session_factory(self.engine)
         self.registry = Registry()
         self.metrics = Metrics(self.sessions)
-        self.trainer = Trainer(self.sessions, settings.predictor_dir, self.registry.install)
+        self.online = OnlineCalibrator(self.sessions, self.registry, settings.online_window,
+                                       settings.online_max_age_min * 60)
+        self.trainer = Trainer(self.sessions, settings.predictor_dir, self._install)
         self.stop = threading.Event()
+
+    def _install(self, device: str, version: int, path: Path, trained_at: float) -> None:
+        """A newly trained version: served at once, with the online calibration refitted on it."""
+        self.registry.install(device, version, path, trained_at)
+        self.online.refit(device)
 
     def startup(self) -> None:
         migrate(self.engine)
@@ -68,6 +76,7 @@ class State:
                     self.registry.install(device, version, Path(row.path), row.trained_at)
                 except Exception as e:  # noqa: BLE001 - a missing folder must not stop the service
                     log.error("predictor %s v%d at %s cannot be loaded: %s", device, version, row.path, e)
+        self.online.rebuild()  # derived from the measurements table: a restart serves the same fit
         threading.Thread(target=self._monitor, daemon=True, name="hil-monitor").start()
 
     def _bundled(self, s: Session) -> None:
@@ -102,6 +111,7 @@ class State:
                         cur = self.registry.get(row.device)
                         if (cur is None or cur.version < row.version) and Path(row.path).is_dir():
                             self.registry.install(row.device, row.version, Path(row.path), row.trained_at)
+                            self.online.refit(row.device)
             except Exception as e:  # noqa: BLE001 - keep monitoring through transient DB errors
                 log.error("monitor: %s", e)
 
@@ -643,6 +653,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except queue.JobError as e:
             raise HTTPException(409, str(e)) from None
         state.metrics.results.labels(status).inc()
+        if status == "stored":
+            state.online.observe(row)
         return JobResultResponse(job_id=job_id, status=status, measurement_id=row.id if row else None)
 
     # ---- predictors
@@ -718,6 +730,7 @@ def _session_version(state: State, s: Session, device: str, loaded, req: Session
         raise HTTPException(409, f"device: {device!r} got another predictor version {version} meanwhile; "
                             "post the session again") from None
     state.registry.install(device, version, out, now)
+    state.online.refit(device)  # recent model measurements, where the device has them, supersede the session's
     log.info("session calibration of %s: v%d, g %.4f, d %.2f us from %d networks", device, version, ses.scale,
              ses.per_kernel_ms * 1e3, ses.n_models)
     return SessionResponse(device=device, version=version, n_models=ses.n_models, scale=ses.scale,

@@ -28,6 +28,10 @@ class Settings(BaseModel):
     profile_per_type: int = 30  # kernels per kernel type in such a campaign
     profile_kernel_types: list[str] | None = None  # None: every kernel type the profilers know
     auto_train: bool = True  # train when a campaign's jobs have all ended
+    # online calibration (server.online): refit a device's served predictor on its last this many INT8 model
+    # measurements (0: off), none older than online_max_age_min
+    online_window: int = Field(16, ge=0)
+    online_max_age_min: float = Field(30.0, gt=0)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -46,6 +50,10 @@ class Settings(BaseModel):
                           ("profile_per_type", "HIL_PROFILE_PER_TYPE")):
             if env.get(key):
                 kw[name] = int(env[key])
+        if env.get("HIL_ONLINE_WINDOW"):
+            kw["online_window"] = int(env["HIL_ONLINE_WINDOW"])
+        if env.get("HIL_ONLINE_MAX_AGE_MIN"):
+            kw["online_max_age_min"] = float(env["HIL_ONLINE_MAX_AGE_MIN"])
         if env.get("HIL_PREDICTOR_DIR"):
             kw["predictor_dir"] = Path(env["HIL_PREDICTOR_DIR"])
         if env.get("HIL_SERVE_BUNDLED"):  # 0: ignore predictors/bundled (profile this host even if one is shipped)

@@ -35,11 +35,14 @@ class Loaded:
     accuracy: dict[str, Any]
     tables: OrderedDict = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # an online calibration's overlay (server.online): the version as installed, and the fit's summary
+    installed: "Loaded | None" = None
+    online: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
         return {"version": self.version, "trained_at": self.trained_at, "accuracy": self.accuracy,
                 "path": str(self.path), "backend": self.predictor.meta.backend,
-                "kernel_types": sorted(self.predictor.kernel_types)}
+                "kernel_types": sorted(self.predictor.kernel_types), "online": self.online}
 
     def table(self, space: SearchSpace) -> LayerTable:
         key = space.to_string()
@@ -96,6 +99,24 @@ class Registry:
         if cur is not None and cur.version >= version:
             return cur
         loaded = Loaded(device, version, Path(path), p, trained_at, accuracy_summary(p, path))
+        self._by_device[device] = loaded  # the swap
+        return loaded
+
+    def overlay(self, device: str, installed: Loaded, calibration) -> Loaded | None:
+        """Serve ``installed`` with another calibration (an online fit, :mod:`server.online`), or as installed
+        with ``None``. Nothing is saved; the forests and their raw-latency cache are shared. A version installed
+        meanwhile wins: the overlay of an older one is dropped."""
+        cur = self._by_device.get(device)
+        if cur is None or (cur.installed or cur) is not installed:
+            return cur
+        if calibration is None:
+            self._by_device[device] = installed
+            return installed
+        base = installed.predictor
+        p = Predictor(base.meta.model_copy(update={"calibration": calibration}), base.forests)
+        p._cache, p._outside = base._cache, base._outside  # raw kernel latencies: the calibration is applied after
+        loaded = Loaded(device, installed.version, installed.path, p, installed.trained_at, installed.accuracy,
+                        installed=installed, online=calibration.session.summary())
         self._by_device[device] = loaded  # the swap
         return loaded
 

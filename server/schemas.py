@@ -56,6 +56,8 @@ class PredictorInfo(BaseModel):
     backend: str
     kernel_types: list[str]
     path: str
+    online: dict[str, Any] | None = Field(None, description="the online calibration this version is served with "
+                                          "(server.online): fitted on the device's last model measurements")
 
 
 class PredictResponse(BaseModel):

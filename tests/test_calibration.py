@@ -364,3 +364,71 @@ def test_a_session_far_from_its_base_is_fitted_at_a_bound_and_says_so(calibrated
     c = session_calibrate(cal, ses)
     assert c.session.scale == pytest.approx(0.5) and "reached a bound" in c.session.warnings[0]
     assert not session_calibrate(cal, _measure_session(raw, tmp_path / "t" / "results.jsonl")).session.warnings
+
+
+def _online_records(pred: Predictor, n: int = 12, block: int = 4, minutes: float = 2.0, switch: int = 12) -> list[dict]:
+    """Held-out networks measured in blocks, ``minutes`` apart; from network ``switch`` on, the machine is in the
+    session state of :func:`_session_truth` (a tenth faster, 3 µs more per kernel)."""
+    from datetime import datetime, timedelta, timezone
+
+    from predictors.evaluate import eval_set
+
+    t0 = datetime(2026, 12, 5, 18, 0, tzinfo=timezone.utc)
+    recs = []
+    for i, (name, s, a) in enumerate(eval_set(["onnxw", "mobilew"], n)):
+        net = resolve(s, a)
+        y = _session_truth(pred, net) if i >= switch else _truth(pred, net)
+        recs.append({"name": name, "space": s, "arch": a, "ok": True, "measured_ms": y, "predicted_ms": 0.0,
+                     "measured_at": (t0 + timedelta(minutes=minutes * (i // block))).isoformat()})
+    return recs
+
+
+def test_online_calibration_predicts_each_network_from_those_measured_before_it(calibrated):
+    from predictors.online import OnlineSettings, online_predict
+
+    raw, cal, _, _ = calibrated
+    recs = _online_records(raw)
+    on = online_predict(cal, recs, OnlineSettings(window=8, max_age_min=30))
+    # a block is fitted on earlier blocks only (never on itself), at most the window's networks
+    assert [r["online"]["n_models"] for r in on] == [0] * 8 + [8] * 16
+    # too few earlier networks: the base calibration's prediction, the same number every other path gives
+    for r in on[:8]:
+        cfgs = [KernelConfig.from_kernel(k) for k in resolve(r["space"], r["arch"]).kernels()]
+        assert r["predicted_ms"] == pytest.approx(predict_kernel_list(cal, cfgs).latency_ms, rel=1e-9)
+    err = [abs(r["predicted_ms"] / r["measured_ms"] - 1) for r in on]
+    base_err = [abs(predict_kernel_list(cal, [KernelConfig.from_kernel(k) for k in resolve(r["space"], r["arch"])
+                                             .kernels()]).latency_ms / r["measured_ms"] - 1) for r in recs]
+    # once the window holds only the new state, it is followed; the base calibration stays a tenth off
+    assert max(err[20:]) < 0.02 and min(base_err[20:]) > 0.05
+    assert on[20]["online"]["scale"] == pytest.approx(0.9, abs=0.03)
+    # the records are replayed in the order measured, whatever order the file has
+    shuffled = online_predict(cal, recs[::-1], OnlineSettings(window=8, max_age_min=30))[::-1]
+    assert [r["predicted_ms"] for r in shuffled] == pytest.approx([r["predicted_ms"] for r in on])
+    # nothing older than max_age is fitted: blocks 2 hours apart each get the base prediction
+    far = online_predict(cal, _online_records(raw, minutes=120), OnlineSettings(window=8, max_age_min=30))
+    assert {r["online"]["n_models"] for r in far} == {0}
+    # a record from before evaluations kept the time: the base prediction, not fitted; a bad time is refused
+    untimed = online_predict(cal, [dict(recs[0], measured_at=None)] + recs[1:], OnlineSettings(window=8))
+    assert untimed[0]["online"] == {"n_models": 0, "untimed": True} and untimed[0]["predicted_ms"] == pytest.approx(
+        on[0]["predicted_ms"]) and [r["online"]["n_models"] for r in untimed[4:13]] == [0] * 4 + [7] * 4 + [8]
+    with pytest.raises(ValueError, match="not an ISO time"):
+        online_predict(cal, [dict(recs[0], measured_at="yesterday")])
+
+
+def test_eval_online_replays_a_results_file(calibrated, tmp_path):
+    from predictors.__main__ import app
+
+    raw, cal, tmp, _ = calibrated
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in _online_records(raw)))
+    args = ["eval", str(tmp / "cal"), "--backend", "onnxruntime-cpu", "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, args + ["--online", "16"])
+    assert r.exit_code == 2 and "--repredict" in r.output
+    r = CliRunner().invoke(app, args + ["--repredict", str(results), "--online", "2"])
+    assert r.exit_code == 2 and "--online" in r.output and "window" in r.output
+    r = CliRunner().invoke(app, args + ["--repredict", str(results), "--online", "8"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["random"]["n"] == 24 and "online: refit on the last 8 networks within 30 min" in \
+        (tmp_path / "o" / "report.md").read_text()
+    assert all("online" in json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines())

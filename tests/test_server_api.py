@@ -337,3 +337,82 @@ def test_session_calibration_refuses_what_is_not_a_calibration_session(client):
     assert reg.status_code == 200
     r = client.post("/predictors/lab-new/session", headers=agent, json={"records": recs})
     assert r.status_code == 409 and "no predictor yet" in r.text
+
+
+@pytest.fixture(scope="module")
+def kernel_models(tmp_path_factory) -> list[tuple[KernelConfig, bytes]]:
+    """Seven INT8 one-kernel ONNX models inside the bundled predictor's training data, and one FP32 model."""
+    from predictors.artifact import Predictor
+
+    pred = Predictor.load(BUNDLED / BUNDLED_SPEC)
+    tmp = tmp_path_factory.mktemp("online")
+    out = []
+    for hw in (14, 28, 56):
+        for c in (64, 96, 128, 192):
+            for t, k in (("dwconv-bn-relu", 3), ("conv-bn-relu", 1)):
+                cfg = KernelConfig(type=t, hw=hw, cin=c, cout=c, kernel=k)
+                if len(out) < 7 and t in pred.kernel_types and not pred.outside_training([cfg]):
+                    path = tmp / f"{len(out)}.onnx"
+                    export_kernel(cfg, "onnx", path)
+                    out.append((cfg, path.read_bytes()))
+    assert len(out) == 7, "the bundled predictor's training data covers too few of these kernels"
+    export_kernel(out[0][0], "onnx", tmp / "fp32.onnx", fp32=True)
+    return out + [(out[0][0], (tmp / "fp32.onnx").read_bytes())]
+
+
+def test_online_calibration_follows_the_devices_measurements_and_survives_a_restart(client, db_url, tmp_path,
+                                                                                     kernel_models):
+    """INT8 models an agent measures refit the device's served predictor (server.online): a machine 20% faster
+    than the predictor's calibration is followed after 5 measurements, without a new version; an FP32 model is
+    not fitted; a restart rebuilds the fit from the database, and it lapses when its measurements age out."""
+    from server.models import PredictorRow
+
+    agent, cl = _tok(client, "agent"), _tok(client, "client")
+    fp = local_fingerprint("onnxruntime-cpu").model_dump()
+    aid = client.post("/agents/register", headers=agent, json={"backend": "onnxruntime-cpu", "device": "lab-cpu",
+                                                               "fingerprint": fp, "hostname": "h"}).json()["agent_id"]
+    with client.app_state.sessions() as s:  # the device's predictor: the bundled one, as its version 1
+        s.add(PredictorRow(device="lab-cpu", version=1, path=str(BUNDLED / BUNDLED_SPEC), trained_at=time.time(),
+                           records=0, accuracy={}))
+        s.commit()
+    client.app_state.registry.install("lab-cpu", 1, BUNDLED / BUNDLED_SPEC, time.time())
+
+    def predicted(model: bytes) -> dict:
+        r = client.post("/predict_latency/onnx", params={"device": "lab-cpu"}, content=model)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def measure(model: bytes, latency_ms: float) -> None:
+        sha = client.post("/models", headers=cl, params={"format": "onnx"}, content=model).json()["sha256"]
+        job = client.post("/jobs", headers=cl, json={"device": "lab-cpu", "model_sha256": sha}).json()
+        assert client.post("/jobs/lease", headers=agent, json={"agent_id": aid}).json()["id"] == job["id"]
+        res = {"agent_id": aid, "ok": True, "latency_ms": latency_ms, "record": {"latency_ms": latency_ms}}
+        assert client.post(f"/jobs/{job['id']}/result", headers=agent, json=res).json()["status"] == "stored"
+
+    base = [predicted(m)["latency_ms"] for _, m in kernel_models[:7]]
+    arch = str(sample_subnet(SPACE, "random", 3))
+    subnet = lambda: client.post("/predict_latency", json={"device": "lab-cpu", "space": SPACE,  # noqa: E731
+                                                           "archs": [arch]}).json()
+    subnet_base = subnet()["latencies_ms"][0]
+    measure(kernel_models[7][1], 0.5 * base[0])  # FP32: another path of the runtime, not fitted
+    for i in range(4):
+        measure(kernel_models[i][1], 0.8 * base[i])
+        assert predicted(kernel_models[6][1])["predictor"]["online"] is None  # fewer than 5 INT8 models
+    measure(kernel_models[4][1], 0.8 * base[4])
+    doc = predicted(kernel_models[6][1])
+    online = doc["predictor"]["online"]
+    assert doc["predictor"]["version"] == 1 and online["n_models"] == 5 and online["source"] == "online"
+    assert online["scale"] == pytest.approx(0.8, abs=0.05) and not online["warnings"]
+    assert doc["latency_ms"] == pytest.approx(0.8 * base[6], rel=0.03)  # a model it was not fitted on
+    assert subnet()["latencies_ms"][0] == pytest.approx(0.8 * subnet_base, rel=0.05)
+    assert client.get("/predictors/lab-cpu").json()["active"]["online"]["n_models"] == 5
+    # a restart serves the same fit, rebuilt from the measurements table
+    app2 = create_app(Settings(database_url=db_url, predictor_dir=tmp_path / "preds", admin_token=ADMIN))
+    with TestClient(app2) as c2:
+        again = c2.get("/predictors/lab-cpu").json()["active"]
+        assert again["version"] == 1 and again["online"]["scale"] == pytest.approx(online["scale"])
+    # measurements older than the window's age are not a state to assume: the installed predictor is served
+    app3 = create_app(Settings(database_url=db_url, predictor_dir=tmp_path / "preds", admin_token=ADMIN,
+                               online_max_age_min=1e-4))
+    with TestClient(app3) as c3:
+        assert c3.get("/predictors/lab-cpu").json()["active"]["online"] is None
