@@ -113,6 +113,30 @@ class Trainer:
                                                  include_unstable), daemon=True, name=f"train-{device}").start()
         return n
 
+    def record(self, device: str, version: int, out: Path, trained_at: float, records: int,
+               accuracy: dict[str, Any], attempts: int = 5) -> int:
+        """Add the trained predictor's row; returns the version it got.
+
+        The version reserved when the training started is only a floor: a session calibration posted while the
+        forests were being built (minutes to an hour) takes the next number then, and the training used to fail
+        on the unique (device, version) constraint at the very end, its predictor lost. It now takes the next
+        free number after whatever landed meanwhile, so it is still the newest, and is served.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        for _ in range(attempts):
+            with self.session_factory() as s:
+                latest = s.scalar(select(func.max(PredictorRow.version)).where(PredictorRow.device == device)) or 0
+                version = max(version, latest + 1)
+                s.add(PredictorRow(device=device, version=version, path=str(out), trained_at=trained_at,
+                                   records=records, accuracy=accuracy))
+                try:
+                    s.commit()
+                    return version
+                except IntegrityError:  # another writer took that number between the read and the commit
+                    s.rollback()
+        raise RuntimeError(f"device {device}: no free predictor version after {attempts} attempts")
+
     def _run(self, device, backend, version, work: Path, min_records, statistic, include_unstable) -> None:
         out = work / "predictor"
         cmd = [sys.executable, "-m", "predictors", "train", "--backend", backend, "--data", str(work / "dataset"),
@@ -128,11 +152,9 @@ class Trainer:
 
             meta = Predictor.load(out).meta
             trained_at = time.time()
-            with self.session_factory() as s:
-                s.add(PredictorRow(device=device, version=version, path=str(out), trained_at=trained_at,
-                                   records=st["records"],
-                                   accuracy={t: i.metrics for t, i in meta.kernels.items()}))
-                s.commit()
+            version = self.record(device, version, out, trained_at, st["records"],
+                                  {t: i.metrics for t, i in meta.kernels.items()})
+            st["version"] = version
             self.install(device, version, out, trained_at)
             st.update(state="done", finished_at=time.time())
             log.info("trained %s v%d from %d records", device, version, st["records"])

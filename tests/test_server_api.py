@@ -309,6 +309,25 @@ def test_session_calibration_is_the_next_version_and_survives_a_restart(client, 
         .session.base == cal.session.base
 
 
+def test_a_training_that_a_session_overtook_takes_the_next_version(client):
+    """A training reserves max+1 when it starts and records its row when the forests are done; a session posted
+    meanwhile takes that number first. The training's predictor is still recorded (the next free number) and
+    served, not lost on the unique (device, version) constraint."""
+    import json
+
+    recs = [json.loads(line) for line in SESSION_RUN.read_text().splitlines()][:12]
+    state = client.app_state
+    reserved = 1  # what Trainer.start would have reserved before the session landed
+    r = client.post(f"/predictors/{BUNDLED_DEVICE}/session", headers=_tok(client, "agent"), json={"records": recs})
+    assert r.status_code == 201 and r.json()["version"] == reserved
+    got = state.trainer.record(BUNDLED_DEVICE, reserved, BUNDLED / BUNDLED_SPEC, time.time(), 42, {"conv": {}})
+    assert got == reserved + 1
+    state._install(BUNDLED_DEVICE, got, BUNDLED / BUNDLED_SPEC, time.time())
+    view = client.get(f"/predictors/{BUNDLED_DEVICE}").json()
+    assert [v["version"] for v in view["versions"]] == [1, 2] and view["versions"][-1]["records"] == 42
+    assert view["active"]["version"] == 2 and view["active"]["path"] == str(BUNDLED / BUNDLED_SPEC)
+
+
 def test_session_calibration_refuses_what_is_not_a_calibration_session(client):
     import json
 
