@@ -40,7 +40,7 @@ from .schemas import (AgentRegister, AgentRegistered, DeviceView, Health, Heartb
                       JobResultResponse, JobSubmit, JobView, LeaseRequest, ModelPredictResponse, ModelUploaded,
                       PredictorInfo, PredictorView, PredictRequest, PredictResponse, SessionRequest,
                       SessionResponse, StagesRequest, StagesResponse, TrainRequest, TrainResponse)
-from .training import Trainer, campaign_status, finished_campaigns, start_campaign
+from .training import Trainer, campaign_status, finished_campaigns, latest_version, start_campaign
 
 log = logging.getLogger("hil.server")
 FORMATS = {"onnxruntime-cpu": "onnx", "tflite-cpu": "tflite", "tflite-android": "tflite"}
@@ -715,8 +715,7 @@ def _session_version(state: State, s: Session, device: str, loaded, req: Session
         raise HTTPException(422, f"records: {e}") from None
     pred = Predictor.load(loaded.path)  # a copy to change: the served one keeps answering until the swap
     pred.meta = pred.meta.model_copy(update={"calibration": cal})
-    version = max(loaded.version, s.scalar(select(func.max(PredictorRow.version))
-                                           .where(PredictorRow.device == device)) or 0) + 1
+    version = max(loaded.version, latest_version(s, device)) + 1
     out = Path(state.settings.predictor_dir) / device / f"v{version}-session"
     pred.save(out)
     now = time.time()

@@ -5,8 +5,8 @@ Why: on a shared host the state that a predictor's calibration describes moves w
 VM ran the same small networks 4% faster after 35 minutes, README "Accuracy so far"), and replaying every
 committed evaluation with :mod:`predictors.online` showed that a fit on the last 16 networks measured before
 each one keeps onnxruntime within the bar in six sessions of seven (96.0-98.3% within 10%, where the bundled
-predictor had 78.3-97.3%; 94.5% against 92.5% in the seventh, whose small networks were noisy). A search loop measures its best candidates through ``POST /jobs`` anyway; those measurements
-are the session set, for free.
+predictor had 78.3-97.3%; 94.5% against 92.5% in the seventh, whose small networks were noisy). A search loop
+measures its best candidates through ``POST /jobs`` anyway; those measurements are the session set, for free.
 
 What is fitted: the two numbers of a session calibration (:func:`predictors.calibration.fit_session`: a global
 scale ``g`` and the per-kernel cost ``d`` over the predictor's base calibration) on the device's last

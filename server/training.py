@@ -81,6 +81,11 @@ def export_dataset(s: Session, device: str, folder: Path) -> int:
     return n
 
 
+def latest_version(s: Session, device: str) -> int:
+    """The device's highest recorded predictor version (0: none; the bundled predictor is version 0)."""
+    return s.scalar(select(func.max(PredictorRow.version)).where(PredictorRow.device == device)) or 0
+
+
 class Trainer:
     """One training at a time per device, in a child process; status is kept for GET /predictors/{device}."""
 
@@ -101,8 +106,7 @@ class Trainer:
             if self.running(device):
                 raise RuntimeError(f"device {device}: a training is running already")
             with self.session_factory() as s:
-                version = (s.scalar(select(func.max(PredictorRow.version)).where(PredictorRow.device == device))
-                           or 0) + 1
+                version = latest_version(s, device) + 1
                 work = self.predictor_dir / device / f"v{version}"
                 n = export_dataset(s, device, work / "dataset")
             if n == 0:
@@ -126,8 +130,7 @@ class Trainer:
 
         for _ in range(attempts):
             with self.session_factory() as s:
-                latest = s.scalar(select(func.max(PredictorRow.version)).where(PredictorRow.device == device)) or 0
-                version = max(version, latest + 1)
+                version = max(version, latest_version(s, device) + 1)
                 s.add(PredictorRow(device=device, version=version, path=str(out), trained_at=trained_at,
                                    records=records, accuracy=accuracy))
                 try:
