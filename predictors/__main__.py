@@ -55,9 +55,9 @@ def train(backend: str = _TRAIN_BACKEND, data: Optional[Path] = _DATA, device: O
           out: Optional[Path] = _OUT,
           include_unstable: bool = typer.Option(False, "--include-unstable", help="also train on stable=false records"),
           min_records: int = typer.Option(10, "--min-records"),
-          statistic: str = typer.Option("p10", "--statistic", help="what a record's latency is: p10, median or mean")):
+          statistic: str = typer.Option("p10", "--statistic", help="what a record's latency is: p10, min, median or mean")):
     """Train one forest per kernel type (small per-kernel search) and save a pickle-free predictor."""
-    from .train import train as run
+    from .train import STATISTICS, train as run
 
     data, device, out = _defaults(backend, data, device, out)
     path = data / "measurements.jsonl" if data.is_dir() else data
@@ -66,8 +66,8 @@ def train(backend: str = _TRAIN_BACKEND, data: Optional[Path] = _DATA, device: O
                   f"python -m profilers collect --backend {backend} --out {data}")
         raise typer.Exit(2)
     t = Table("kernel", "records", "target", "RMSPE", "+-10%", title=f"held-out kernel error ({device})")
-    if statistic not in ("p10", "median", "mean"):
-        err.print(f"[bold red]error:[/] --statistic: {statistic!r} is not allowed; allowed: p10, median, mean")
+    if statistic not in STATISTICS:
+        err.print(f"[bold red]error:[/] --statistic: {statistic!r} is not allowed; allowed: {', '.join(STATISTICS)}")
         raise typer.Exit(2)
     pred = run(path, device, stable_only=not include_unstable, min_records=min_records, statistic=statistic,
                progress=lambda k, info: t.add_row(k, str(info.metrics["n"] + info.metrics["n_train"]), info.target,

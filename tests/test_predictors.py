@@ -458,3 +458,18 @@ def test_ranges_cli_rewrites_only_the_metadata(all_type_predictor, tmp_path):
     assert Predictor.load(d).meta.kernels["fc"].feature_range == pred.meta.kernels["fc"].feature_range
     r = CliRunner().invoke(app, ["ranges", str(tmp_path)])
     assert r.exit_code == 2 and "not a predictor directory" in r.output
+
+
+def test_the_kernel_statistic_a_forest_learns_is_chosen_and_validated(tmp_path):
+    """``min`` is offered beside p10 for hosts whose slow phases last whole seconds (Emerald Rapids, 2026-12-06):
+    there a record's p10 can sit in a slow phase while its fastest run does not."""
+    from predictors.train import STATISTICS, _statistic
+
+    m = Measurement(backend="tflite-cpu", model="m", latency_ms=2.0, p10_ms=2.0, min_ms=1.5, median_ms=2.5,
+                    mean_ms=2.6, stable=True)
+    assert [_statistic(m, s) for s in ("p10", "min", "median", "mean")] == [2.0, 1.5, 2.5, 2.6]
+    assert _statistic(Measurement(backend="tflite-cpu", model="m", latency_ms=2.0, stable=True), "min") == 2.0
+    with pytest.raises(ValueError, match="allowed: " + ", ".join(STATISTICS)):
+        _statistic(m, "p5")
+    ds = _synthetic_dataset(tmp_path / "m.jsonl")
+    assert train(ds.path, device="d", statistic="min").meta.training_data["statistic"] == "min"
