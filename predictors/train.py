@@ -136,7 +136,8 @@ def _statistic(m, statistic: str) -> float:
     fastest run still sees the fast state; a record without ``min_ms`` falls back to ``latency_ms``."""
     if statistic not in STATISTICS:
         raise ValueError(f"statistic: {statistic!r} is not allowed; allowed: {', '.join(STATISTICS)}")
-    v = {"p10": m.p10_ms if m.p10_ms is not None else m.latency_ms, "min": m.min_ms, "median": m.median_ms, "mean": m.mean_ms}[statistic]
+    v = {"p10": m.p10_ms if m.p10_ms is not None else m.latency_ms, "min": m.min_ms, "median": m.median_ms,
+         "mean": m.mean_ms}[statistic]
     return float(v if v is not None else m.latency_ms)
 
 
