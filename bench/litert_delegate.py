@@ -17,11 +17,10 @@ import platform
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from exporters.kernel_config import KernelConfig
 from profilers.collect import export_kernel_model
 from profilers.protocol import LoadProbe, Protocol, run_protocol
+from profilers.runners import TfliteRunner
 
 # The paper's Table 8 depthwise convs (H=W=56, C=96, kernel 3/5/7), the 7x7 depthwise kernels that cost the most
 # in the Emerald Rapids calibration networks, and the narrow high-resolution 1x1 conv whose record was 13x Zen 5's.
@@ -32,17 +31,6 @@ CONFIGS = [KernelConfig(type="dwconv-bn-relu6", hw=56, cin=96, cout=96, kernel=k
     KernelConfig(type="conv-bn", hw=96, cin=8, cout=16, kernel=1, stride=1),
 ]
 SIDES = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
-
-
-def interpreter(path: Path, side: str):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path), num_threads=1,
-                     experimental_op_resolver_type=getattr(OpResolverType, SIDES[side]))
-    it.allocate_tensors()
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.random.default_rng(0).integers(-128, 127, d["shape"]).astype(d["dtype"]))
-    return it
 
 
 def main() -> None:
@@ -58,11 +46,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in CONFIGS:
             path = export_kernel_model(cfg, "int8", "tflite-cpu", Path(tmp))
-            its = {s: interpreter(path, s) for s in SIDES}
+            runners = {s: TfliteRunner(str(path), op_resolver=r) for s, r in SIDES.items()}
             recs = {s: [] for s in SIDES}
             for _ in range(a.rounds):
-                for s, it in its.items():
-                    st = run_protocol(it.invoke, protocol, probe=probe)
+                for s, run in runners.items():
+                    st = run_protocol(run, protocol, probe=probe)
                     recs[s].append({k: st.get(k) for k in ("latency_ms", "min_ms", "probe_ms", "stable")})
             best = {s: min(r["latency_ms"] for r in v) for s, v in recs.items()}
             rows.append({"config": cfg.model_dump(), "xnnpack_ms": best["xnnpack"], "builtin_ms": best["builtin"],

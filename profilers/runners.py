@@ -51,11 +51,16 @@ class OrtRunner:
 
 
 class TfliteRunner:
-    def __init__(self, path: str):
-        from ai_edge_litert.interpreter import Interpreter
+    """``op_resolver`` names a LiteRT ``OpResolverType``: ``AUTO`` (default, with XNNPACK) is what every agent
+    measures; ``BUILTIN_WITHOUT_DEFAULT_DELEGATES`` (LiteRT's own kernels) is for comparing the two
+    (bench/litert_delegate.py)."""
+
+    def __init__(self, path: str, op_resolver: str = "AUTO"):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         try:
-            self.it = Interpreter(model_path=path, num_threads=1)
+            self.it = Interpreter(model_path=path, num_threads=1,
+                                  experimental_op_resolver_type=getattr(OpResolverType, op_resolver))
             self.it.allocate_tensors()
         except Exception as e:
             raise ModelLoadError(f"LiteRT cannot load {path}: {str(e).splitlines()[0][:300]}") from e
