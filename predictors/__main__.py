@@ -223,12 +223,32 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
                                         "fit on the last ONLINE networks measured before it (predictors.online; "
                                         "16 is the default window; 0: off)"),
              online_max_age: float = typer.Option(30.0, "--online-max-age", help="with --online: fit no network "
-                                                  "measured more than this many minutes before")):
+                                                  "measured more than this many minutes before"),
+             like: Optional[Path] = typer.Option(None, "--like", help="results.jsonl of an earlier eval: measure its "
+                                                 "networks again, in its order (instead of --set/--n/--seqnets)"),
+             measured_below: Optional[float] = typer.Option(None, "--measured-below", help="with --like: only the "
+                                                            "networks that run measured under this many ms"),
+             records: Optional[str] = typer.Option(None, "--records", help="with --repredict: judge each network by "
+                                                   "its records A to B-1 only (A:B, e.g. 0:3: what 3 rounds gave)")):
     """Measure held-out subnets end to end and report RMSE, RMSPE, +-5% and +-10% with a scatter plot."""
     from .evaluate import SETS, eval_set, evaluate as run, report
 
     if set_ not in SETS:
         err.print(f"[bold red]error:[/] --set: {set_!r} is not allowed; allowed: {', '.join(SETS)}")
+        raise typer.Exit(2)
+    kept = _records(records, "--records")
+    if kept is not None and repredict_from is None:
+        err.print("[bold red]error:[/] --records: selects records of measured runs; give --repredict RESULTS")
+        raise typer.Exit(2)
+    if repredict_from is not None and not repredict_from.is_file():
+        err.print(f"[bold red]error:[/] --repredict: {repredict_from}: not found; give the results.jsonl of a "
+                  "`predictors eval` run")
+        raise typer.Exit(2)
+    if measured_below is not None and like is None:
+        err.print("[bold red]error:[/] --measured-below: filters an earlier run's networks; give --like RESULTS")
+        raise typer.Exit(2)
+    if like is not None and not like.is_file():
+        err.print(f"[bold red]error:[/] --like: {like}: not found; give the results.jsonl of a `predictors eval` run")
         raise typer.Exit(2)
     p = _load(predictor)
     title = f"{p.meta.device} {p.meta.backend}: predicted vs measured INT8" + _calibration_label(p)
@@ -236,6 +256,13 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     ref = p.meta.calibration.anchor_ref_ms if p.meta.calibration and set_ == "random" else None
     # and probe-normalized in the machine state of that calibration (predictors/speed.py)
     pref = p.meta.calibration.probe_ref_ms if p.meta.calibration and set_ == "random" else None
+    if kept is not None:
+        from .evaluate import select_records, write_results
+
+        out.mkdir(parents=True, exist_ok=True)
+        kept_path = out / f"measured-records-{records.replace(':', '-')}.jsonl"
+        repredict_from = write_results(select_records(repredict_from, kept), kept_path)
+        title += f", records {records} of each network"
     if online and repredict_from is None:
         err.print("[bold red]error:[/] --online: replays measured records; give --repredict RESULTS (run the "
                   "evaluation first, then replay it)")
@@ -265,9 +292,14 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
         typer.echo(json.dumps(summary, indent=1))
         return
     try:
-        items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets, kind=set_)
+        if like is not None:
+            from .evaluate import items_like
+
+            items = items_like(like, measured_below)
+        else:
+            items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets, kind=set_)
     except ValueError as e:
-        err.print(f"[bold red]error:[/] --hyperspaces: {e}")
+        err.print(f"[bold red]error:[/] {'--like' if like is not None else '--hyperspaces'}: {e}")
         raise typer.Exit(2)
     apps = [a.strip() for a in keras_apps.split(",") if a.strip()]
     from .evaluate import KERAS_APPS
@@ -301,7 +333,11 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
 
 @app.command()
 def agreement(first: Path, second: Path,
-              out: Optional[Path] = typer.Option(None, "--out", help="also write the figures as JSON here")):
+              out: Optional[Path] = typer.Option(None, "--out", help="also write the figures as JSON here"),
+              first_records: Optional[str] = typer.Option(None, "--first-records", help="A:B: keep only records A to "
+                                                          "B-1 of each network of the first run (e.g. 0:3)"),
+              second_records: Optional[str] = typer.Option(None, "--second-records", help="A:B, the same for the "
+                                                           "second run (e.g. 3:6 with the same file twice)")):
     """How two measurement runs of the same networks agree (two results.jsonl): the ceiling of any predictor."""
     from .evaluate import agreement as run
 
@@ -309,8 +345,9 @@ def agreement(first: Path, second: Path,
         if not f.is_file():
             err.print(f"[bold red]error:[/] {f}: not found; give two results.jsonl of `predictors eval` runs")
             raise typer.Exit(2)
+    records = (_records(first_records, "--first-records"), _records(second_records, "--second-records"))
     try:
-        a = run(first, second)
+        a = run(first, second, records)
     except ValueError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2)
@@ -325,8 +362,27 @@ def agreement(first: Path, second: Path,
                       f"RMSPE {z['rmspe']:.3f}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"first": str(first), "second": str(second), **a}, indent=1) + "\n")
+        out.write_text(json.dumps({"first": str(first), "second": str(second), "first_records": first_records,
+                                   "second_records": second_records, **a}, indent=1) + "\n")
     typer.echo(json.dumps(a, indent=1))
+
+
+def _records(text: Optional[str], option: str) -> Optional[slice]:
+    """``A:B`` (either end may be left out) -> slice(A, B): which of each network's records to keep."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        a, b = (int(x) if x.strip() else None for x in parts)
+        if (a is not None and a < 0) or (b is not None and b < 0) or (a is not None and b is not None and b <= a):
+            raise ValueError
+    except ValueError:
+        err.print(f"[bold red]error:[/] {option}: {text!r} is not allowed; allowed: A:B with 0 <= A < B, either "
+                  "end may be left out (records A to B-1 of each network, counted from 0), e.g. 0:3 or 3:")
+        raise typer.Exit(2)
+    return slice(a, b)
 
 
 def _calibration_label(p) -> str:

@@ -331,6 +331,53 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
     return out
 
 
+def items_like(results: str | Path, measured_below_ms: float | None = None) -> list[tuple[str, str, str]]:
+    """The networks of an earlier evaluation, in its order, to measure them again (with other rounds, another day).
+
+    With ``measured_below_ms``, only those that run measured faster than that: on the Zen 4 host the networks under
+    10 ms were the ones whose records did not reproduce across sessions (README, "Accuracy so far"), and re-measuring
+    just them is how a protocol change for small networks is tried without hours of large ones."""
+    recs = load_results(results)
+    if not recs:
+        raise ValueError(f"{results}: no records; give the results.jsonl of a `predictors eval` run")
+    items = []
+    for name, r in recs.items():
+        if measured_below_ms is not None and not (r.get("ok") and r.get("measured_ms")
+                                                  and r["measured_ms"] < measured_below_ms):
+            continue
+        items.append((name, r.get("space") or "", r.get("arch") or ""))
+    return items
+
+
+def select_records(path: str | Path, records: slice) -> dict[str, dict]:
+    """An evaluation's results as if it had kept only some of each network's records, e.g. ``slice(0, 3)``.
+
+    Why: a run with 6 rounds answers what 3 would have given (the first three), and how two estimates of the same
+    protocol in one session agree (records 0-2 against 3-5), from one set of measurements. ``measured_ms`` is the
+    fastest kept record, as in :func:`evaluate`; a network with no record in the slice is left out."""
+    out: dict[str, dict] = {}
+    for name, r in load_results(path).items():
+        if not r.get("ok") or not r.get("rounds_ms"):
+            continue
+        kept = r["rounds_ms"][records]
+        if not kept:
+            continue
+        r = dict(r, rounds_ms=kept, measured_ms=min(kept))
+        for key in ("probe_ms", "quiet_rounds"):
+            if isinstance(r.get(key), list):
+                r[key] = r[key][records]
+        r.pop("anchor_rounds_ms", None), r.pop("anchor", None)  # anchors bracket all rounds: no longer paired
+        out[name] = r
+    return out
+
+
+def write_results(recs: dict[str, dict], out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs.values()))
+    return out
+
+
 class ResultsClash(ValueError):
     """A results file holds another subnet under a name the evaluation set gives now (see :func:`eval_set`)."""
 
@@ -588,7 +635,7 @@ def report_markdown(summary: dict, title: str) -> str:
     return f"# {title}\n\n" + "\n".join(rows) + "\n\n![predicted vs measured](scatter.png)\n"
 
 
-def agreement(first: str | Path, second: str | Path) -> dict:
+def agreement(first: str | Path, second: str | Path, records: tuple[slice | None, slice | None] = (None, None)) -> dict:
     """How two measurement runs of the same networks agree: the ceiling of any predictor's accuracy.
 
     A predictor is judged against measurements; if the same networks, measured again by the same protocol
@@ -598,11 +645,12 @@ def agreement(first: str | Path, second: str | Path) -> dict:
     network, ``anchored`` holds the same figures for anchored latencies, both at the first run's median anchor:
     only the anchor, not the data's own median, corrects the second run for the machine's state. Where both
     runs kept a reference probe per round, ``probe-normalized`` holds them for probe-normalized latencies
-    (:mod:`predictors.speed`), both at the first run's median probe."""
+    (:mod:`predictors.speed`), both at the first run's median probe. ``records`` keeps only those records of each
+    network in the first and in the second run (:func:`select_records`); the two may be the same file."""
     from . import anchor as anc
     from . import speed
 
-    ra, rb = (load_results(x) for x in (first, second))
+    ra, rb = (load_results(x) if sl is None else select_records(x, sl) for x, sl in zip((first, second), records))
     a, b = ({n: r["measured_ms"] for n, r in rs.items() if r.get("ok") and r.get("measured_ms")} for rs in (ra, rb))
     # a name means the same subnet only since eval_set's fixed layout; older files may hold another one under it
     names = sorted(n for n in set(a) & set(b) if (ra[n].get("space"), ra[n].get("arch")) == (rb[n].get("space"),

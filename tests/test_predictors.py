@@ -408,6 +408,50 @@ def test_agreement_of_two_measurement_runs(tmp_path):
     assert r.exit_code == 2 and "at least 2" in r.output
 
 
+def test_records_of_one_run_are_selected_and_an_earlier_runs_networks_measured_again(tmp_path):
+    """A 6-round run answers what 3 rounds would have given and how two halves of it agree; --like re-measures an
+    earlier run's networks (the small ones with --measured-below)."""
+    from typer.testing import CliRunner
+
+    from predictors.__main__ import app
+    from predictors.evaluate import agreement, items_like, select_records
+
+    recs = [{"name": "onnxw-random-0", "space": "s0", "arch": "a0", "ok": True, "measured_ms": 4.0,
+             "rounds_ms": [5.0, 4.4, 4.6, 4.0, 4.1, 4.2], "probe_ms": [1, 2, 3, 4, 5, 6]},
+            {"name": "onnxw-random-1", "space": "s1", "arch": "a1", "ok": True, "measured_ms": 20.0,
+             "rounds_ms": [20.0, 20.5, 21.0, 20.2, 20.1, 20.3]},
+            {"name": "onnxw-random-2", "space": "s2", "arch": "a2", "ok": False, "measured_ms": None, "error": "x"},
+            {"name": "keras:MobileNetV2", "space": None, "arch": None, "ok": True, "measured_ms": 8.0,
+             "rounds_ms": [8.0]}]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    first = select_records(path, slice(0, 3))
+    assert first["onnxw-random-0"]["measured_ms"] == 4.4 and first["onnxw-random-0"]["probe_ms"] == [1, 2, 3]
+    assert "onnxw-random-2" not in first and "keras:MobileNetV2" in first
+    assert "keras:MobileNetV2" not in select_records(path, slice(3, None))  # no record in the slice: left out
+    ag = agreement(path, path, (slice(0, 3), slice(3, 6)))
+    # records 0-2 vs 3-5: 4.4 -> 4.0 ms and 20.0 -> 20.1 ms
+    assert ag["n"] == 2 and ag["drift"] == pytest.approx((4.0 / 4.4 + 20.1 / 20.0) / 2) and ag["acc5"] == 0.5
+    r = CliRunner().invoke(app, ["agreement", str(path), str(path), "--first-records", "0:3", "--second-records", "3:",
+                                 "--out", str(tmp_path / "ag.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "ag.json").read_text())["second_records"] == "3:"
+    r = CliRunner().invoke(app, ["agreement", str(path), str(path), "--first-records", "3:1"])
+    assert r.exit_code == 2 and "--first-records" in r.output and "A:B" in r.output
+
+    assert items_like(path) == [("onnxw-random-0", "s0", "a0"), ("onnxw-random-1", "s1", "a1"),
+                                ("onnxw-random-2", "s2", "a2"), ("keras:MobileNetV2", "", "")]
+    assert items_like(path, measured_below_ms=10) == [("onnxw-random-0", "s0", "a0"), ("keras:MobileNetV2", "", "")]
+    with pytest.raises(ValueError, match="no records"):
+        items_like(tmp_path / "missing.jsonl")
+    r = CliRunner().invoke(app, ["eval", "local:onnxruntime-cpu", "--backend", "onnxruntime-cpu", "--out",
+                                 str(tmp_path / "e"), "--measured-below", "10"])
+    assert r.exit_code == 2 and "--like" in r.output
+    r = CliRunner().invoke(app, ["eval", "local:onnxruntime-cpu", "--backend", "onnxruntime-cpu", "--out",
+                                 str(tmp_path / "e"), "--records", "0:3"])
+    assert r.exit_code == 2 and "--repredict" in r.output
+
+
 def test_kernels_outside_the_training_range_are_flagged_and_the_range_comes_back_from_the_data(all_type_predictor,
                                                                                                tmp_path):
     """A forest answers any input with its nearest leaves: keras MobileNetV3's 224x224 hard-swish stem got 1.6 ms
