@@ -261,7 +261,7 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
 
         out.mkdir(parents=True, exist_ok=True)
         kept_path = out / f"measured-records-{records.replace(':', '-')}.jsonl"
-        repredict_from = write_results(select_records(repredict_from, kept), kept_path)
+        repredict_from = write_results(select_records(repredict_from, kept).values(), kept_path)
         title += f", records {records} of each network"
     if online and repredict_from is None:
         err.print("[bold red]error:[/] --online: replays measured records; give --repredict RESULTS (run the "

@@ -18,6 +18,7 @@ import time
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import yaml
@@ -366,15 +367,17 @@ def select_records(path: str | Path, records: slice) -> dict[str, dict]:
         for key in ("probe_ms", "quiet_rounds"):
             if isinstance(r.get(key), list):
                 r[key] = r[key][records]
-        r.pop("anchor_rounds_ms", None), r.pop("anchor", None)  # anchors bracket all rounds: no longer paired
+        r.pop("anchor_rounds_ms", None)  # anchors bracket all rounds: no longer paired with the kept ones
+        r.pop("anchor", None)
         out[name] = r
     return out
 
 
-def write_results(recs: dict[str, dict], out: str | Path) -> Path:
+def write_results(recs: Iterable[dict], out: str | Path) -> Path:
+    """Records as an evaluation's results.jsonl (one JSON object a line), for every path that derives one."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(r) + "\n" for r in recs.values()))
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return out
 
 
@@ -693,13 +696,10 @@ def repredict(predictor: Predictor, results: str | Path, out: str | Path) -> Pat
     Measuring is the expensive part of an evaluation; a predictor change is judged on the same
     measured set by rewriting ``predicted_ms`` into ``out``."""
     tables: dict[str, LayerTable] = {}
-    lines = []
+    recs = []
     for line in Path(results).read_text().splitlines():
         r = json.loads(line)
         if r.get("space"):
             r["predicted_ms"] = _predict_subnet(tables, predictor, r["space"], r["arch"])
-        lines.append(json.dumps(r))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
+        recs.append(r)
+    return write_results(recs, out)

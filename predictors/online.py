@@ -96,8 +96,7 @@ def replay(predictor, results, out, settings: OnlineSettings | None = None):
     import json
     from pathlib import Path
 
+    from .evaluate import write_results
+
     recs = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(r) + "\n" for r in online_predict(predictor, recs, settings)))
-    return out
+    return write_results(online_predict(predictor, recs, settings), out)
