@@ -202,7 +202,9 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
                                                         "minutes and report what is done (rerun to continue)"),
              rounds: int = typer.Option(3, "--rounds", min=1, help="records per network, spread over time; the "
                                         "fastest counts (one record is too noisy on a shared VM)"),
-             block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block"),
+             block: int = typer.Option(8, "--block", min=1, help="networks measured interleaved per block: a network's "
+                                       "records are one round of its block apart, so a larger block spreads them "
+                                       "over longer (each round is kept as it is measured: a stop loses none)"),
              quiet_rounds: bool = typer.Option(True, "--quiet-rounds/--no-quiet-rounds", help="rounds after the "
                                                "first wait until the next block's exports are done"),
              lend_core: bool = typer.Option(True, "--lend-core/--no-lend-core", help="while a quiet round waits for "
@@ -354,6 +356,9 @@ def agreement(first: Path, second: Path,
     err.print(f"{a['n']} networks measured twice: second/first median {a['drift']:.3f}; within ±10% {a['acc10']:.1%} "
               f"(±5% {a['acc5']:.1%}), RMSPE {a['rmspe']:.3f}; with the median drift divided out, within ±10% "
               f"{a['acc10_drift_removed']:.1%} (±5% {a['acc5_drift_removed']:.1%})")
+    z = a["local drift removed"]
+    err.print(f"with the drift of each stretch of {z['block']} networks divided out instead ({z['blocks']} stretches, "
+              f"drift {z['drift_min']:.3f} to {z['drift_max']:.3f}): within ±10% {z['acc10']:.1%} (±5% {z['acc5']:.1%})")
     for label, ref_name, ref_fmt in (("anchored", "anchor", ".3f"), ("probe-normalized", "probe", ".4f")):
         if label in a:
             z = a[label]

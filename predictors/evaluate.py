@@ -232,6 +232,11 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
     round of a block and once after its last round (``anchor_rounds_ms`` in each record of the block), so that the
     report can divide out the machine's slow phases.
 
+    Every round is also appended to ``results.rounds.jsonl`` beside ``out`` as it is measured (not with ``anchor``),
+    and a resumed run measures only the rounds a network lacks: a block is written to ``out`` when its last round
+    ends, and with a large ``block`` (a network's records spread over a long time: on the Zen 4 host 302 small
+    networks, a block each round of which takes 14 minutes) a stop would otherwise lose everything since.
+
     A resumed run skips the networks already measured; with ``retry_failed`` it tries the failed ones again and
     appends their new record, which replaces the old one in :func:`load_results` and so in the report.
     """
@@ -251,6 +256,10 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
     done = {name for name, r in have.items() if r.get("ok") or not retry_failed}
     tables: dict[str, LayerTable] = {}
     todo = [(i, it) for i, it in enumerate(items) if it[0] not in done]
+    # Rounds of networks whose block a stopped run did not finish: kept, so a large block (records spread over a
+    # long time) loses nothing to a stop. Not with anchors, whose rounds belong to one run's block.
+    rounds_file = partial_rounds_path(out)
+    kept = {} if anchor else load_partial_rounds(rounds_file, {it for _, it in todo})
     with contextlib.ExitStack() as stack:
         prof = stack.enter_context(Profiler(backend, protocol=under_prefetch(protocol or Protocol())))
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
@@ -297,6 +306,8 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
                                ok=False, error=f"export failed: {type(path).__name__}: {path}")
                 else:
                     rec.update(rounds_ms=[], stable=False, ok=True, error=None)
+                    for r in kept.get(name, [])[:rounds]:
+                        _add_round(rec, r["ms"], r["quiet"], r["probe_ms"], r["stable"])
                 recs.append((i, rec, path))
             anchors: list[float | None] = []
             for rnd in range(rounds):  # interleaved: records of one network are a block's length apart
@@ -304,16 +315,18 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
                 if anchor_path is not None:
                     anchors.append(measure_anchor())
                 for _, rec, path in recs:
-                    if not rec["ok"]:  # export failures are already ok=False
+                    if not rec["ok"] or len(rec["rounds_ms"]) > rnd:  # export failed, or a stopped run measured it
                         continue
                     m = prof.measure(path)
                     if not m.ok:
                         rec.update(ok=False, error=m.error, measured_ms=None)
                         continue
-                    rec["rounds_ms"].append(m.latency_ms)
-                    rec.setdefault("quiet_rounds", []).append(bool(quiet))
-                    rec.setdefault("probe_ms", []).append(m.probe_ms)  # the machine's state in that round
-                    rec["stable"] = rec["stable"] or m.stable
+                    _add_round(rec, m.latency_ms, bool(quiet), m.probe_ms, m.stable)
+                    if not anchor:
+                        with open(rounds_file, "a") as f:
+                            f.write(json.dumps({"name": rec["name"], "space": rec["space"], "arch": rec["arch"],
+                                                "ms": m.latency_ms, "quiet": bool(quiet), "probe_ms": m.probe_ms,
+                                                "stable": m.stable}) + "\n")
             if anchor_path is not None:
                 anchors.append(measure_anchor())
                 for _, rec, _ in recs:
@@ -329,7 +342,40 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
                     f.write(json.dumps(rec) + "\n")
                     if progress:
                         progress(i + 1, len(items), rec)
+        else:  # every block written: no round is pending any more
+            rounds_file.unlink(missing_ok=True)
     return out
+
+
+def partial_rounds_path(out: str | Path) -> Path:
+    """Where :func:`evaluate` appends each round as it is measured, until the network's block is written to ``out``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".rounds" + out.suffix)
+
+
+def load_partial_rounds(path: Path, items: set[tuple[str, str, str]]) -> dict[str, list[dict]]:
+    """The rounds a stopped run measured, by network name, for those of ``items`` (name, space, arch) only.
+
+    A round of another subnet under the same name (another set layout) is not kept; a torn last line is skipped."""
+    out: dict[str, list[dict]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                key = (r["name"], r["space"], r["arch"])
+                r["ms"], r["probe_ms"], r["quiet"], r["stable"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            if key in items:
+                out.setdefault(r["name"], []).append(r)
+    return out
+
+
+def _add_round(rec: dict, ms: float, quiet: bool, probe_ms: float | None, stable: bool) -> None:
+    rec["rounds_ms"].append(ms)
+    rec.setdefault("quiet_rounds", []).append(quiet)
+    rec.setdefault("probe_ms", []).append(probe_ms)  # the machine's state in that round
+    rec["stable"] = rec["stable"] or stable
 
 
 def items_like(results: str | Path, measured_below_ms: float | None = None) -> list[tuple[str, str, str]]:
@@ -596,6 +642,7 @@ DRIFT = "drift over the run"
 ANCHORED = "anchored"
 ANCHOR = "anchor"
 NORMALIZED = "probe-normalized"
+LOCAL = "local drift removed"
 PROBE = "reference probe"
 PAPER_ACC10 = {"SpaceEvo, VNNI CPU (onnxruntime)": 0.925, "SpaceEvo, Pixel 4 (TFLite)": 1.0,
                "nn-Meter, Pixel 4 CPU (TFLite FP32)": 0.990}
@@ -649,7 +696,8 @@ def agreement(first: str | Path, second: str | Path, records: tuple[slice | None
     only the anchor, not the data's own median, corrects the second run for the machine's state. Where both
     runs kept a reference probe per round, ``probe-normalized`` holds them for probe-normalized latencies
     (:mod:`predictors.speed`), both at the first run's median probe. ``records`` keeps only those records of each
-    network in the first and in the second run (:func:`select_records`); the two may be the same file."""
+    network in the first and in the second run (:func:`select_records`); the two may be the same file.
+    ``local drift removed`` divides out the drift of each stretch of 16 networks instead (:func:`local_drift`)."""
     from . import anchor as anc
     from . import speed
 
@@ -670,6 +718,7 @@ def agreement(first: str | Path, second: str | Path, records: tuple[slice | None
                 "acc10_drift_removed": float(np.mean(np.abs(rel_d) <= 0.10))}
 
     out = figures(np.array([b[n] / a[n] for n in names]))
+    out[LOCAL] = local_drift([b[n] / a[n] for n in rb if n in set(names)])  # in the second run's order
     for label, ratio, reference in ((ANCHORED, anc.ratio, anc.reference_ms),
                                     (NORMALIZED, speed.probe_ratio, speed.reference_probe_ms)):
         both = [n for n in names if ratio(ra[n]) is not None and ratio(rb[n]) is not None]
@@ -677,6 +726,23 @@ def agreement(first: str | Path, second: str | Path, records: tuple[slice | None
             out[label] = dict(figures(np.array([ratio(rb[n]) / ratio(ra[n]) for n in both])),
                               ref_ms=reference([ra[n] for n in both]))
     return out
+
+
+def local_drift(ratios: list[float], block: int = DRIFT_BLOCK) -> dict:
+    """Agreement with the drift of each stretch of about ``block`` consecutive networks divided out, not the run's.
+
+    ``ratios`` are second/first per network in the order the second run measured them. Where the whole-run drift
+    leaves networks outside +-10% and this does not, the two runs differ by machine states that last a few
+    minutes (a stretch of 16 small networks with 3 records each is about 2 minutes on the Zen 4 host), not by
+    each network's own noise: records spread over longer than such a state can sample past it, more records in
+    the same minutes cannot. A last stretch is never shorter than half a block (it joins the one before)."""
+    x = np.asarray(ratios, float)
+    k = max(1, int(round(len(x) / block)))
+    parts = np.array_split(x, k)
+    med = np.array([np.median(p) for p in parts])
+    rel = np.concatenate([p / m for p, m in zip(parts, med)]) - 1
+    return {"block": block, "blocks": k, "drift_min": float(med.min()), "drift_max": float(med.max()),
+            "acc5": float(np.mean(np.abs(rel) <= 0.05)), "acc10": float(np.mean(np.abs(rel) <= 0.10))}
 
 
 def _predict_subnet(tables: dict[str, LayerTable], predictor: Predictor | None, space: str, arch: str) -> float | None:

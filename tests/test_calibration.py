@@ -238,6 +238,39 @@ def test_resuming_into_a_file_with_another_subnet_under_a_name_is_refused(tmp_pa
     assert ag["n"] == 3 and ag["acc10"] == 1.0
 
 
+def test_a_stopped_evaluation_keeps_every_round_it_measured(tmp_path):
+    """Rounds go to results.rounds.jsonl as they are measured; a resumed run measures only the rounds a network
+    lacks, ignores rounds of another subnet under a name, and removes the file once every block is written."""
+    from predictors.evaluate import evaluate, eval_set, load_partial_rounds, partial_rounds_path
+    from profilers.protocol import Protocol
+
+    fast = Protocol(budget_s=0.5, min_duration_s=0.2)
+    items = eval_set(["onnxw"], 2, seed=1, kind="calib-small")
+    out = tmp_path / "results.jsonl"
+    rounds = partial_rounds_path(out)
+    assert rounds == tmp_path / "results.rounds.jsonl"
+
+    def stop(*_):
+        raise KeyboardInterrupt  # a stop right after the first block was written
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(None, "onnxruntime-cpu", items, out, protocol=fast, rounds=2, block=1, progress=stop)
+    first = json.loads(out.read_text())
+    left = load_partial_rounds(rounds, set(items))
+    assert first["name"] == items[0][0] and [r["ms"] for r in left[items[0][0]]] == first["rounds_ms"]
+    assert set(left) == {items[0][0]}  # the second block was never started
+    # a stop inside the second block: one of its rounds measured, plus a round of another subnet under its name
+    name, space, arch = items[1]
+    round_ = {"name": name, "space": space, "arch": arch, "ms": 0.0123, "quiet": False, "probe_ms": 0.3, "stable": True}
+    with open(rounds, "a") as f:
+        f.write(json.dumps(round_) + "\n" + json.dumps(dict(round_, arch="d1#other", ms=0.0001)) + "\n{torn")
+    evaluate(None, "onnxruntime-cpu", items, out, protocol=fast, rounds=2, block=1)
+    second = [json.loads(line) for line in out.read_text().splitlines()][1]
+    assert second["name"] == name and second["ok"] and len(second["rounds_ms"]) == 2
+    assert second["rounds_ms"][0] == 0.0123 and second["measured_ms"] == 0.0123 and second["probe_ms"][0] == 0.3
+    assert not rounds.exists()
+
+
 def test_eval_cli_names_an_unknown_hyperspace(tmp_path, all_type_predictor):
     from predictors.__main__ import app
 

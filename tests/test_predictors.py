@@ -406,6 +406,17 @@ def test_agreement_of_two_measurement_runs(tmp_path):
     assert ag["acc10_drift_removed"] == 1.0
     r = CliRunner().invoke(app, ["agreement", str(a), str(run(tmp_path / "c.jsonl", [1.0][:0]))])
     assert r.exit_code == 2 and "at least 2" in r.output
+    # the second run's first 32 networks in a state 15% slower, for two stretches of 16: the run's drift leaves
+    # them out, each stretch's own drift does not
+    a = run(tmp_path / "a.jsonl", [10.0] * 80)
+    b = run(tmp_path / "b.jsonl", [11.5] * 32 + [10.0] * 48)
+    r = CliRunner().invoke(app, ["agreement", str(a), str(b), "--out", str(tmp_path / "ag.json")])
+    assert r.exit_code == 0, r.output
+    ag = json.loads((tmp_path / "ag.json").read_text())
+    assert ag["acc10_drift_removed"] == pytest.approx(0.6)
+    loc = ag["local drift removed"]
+    assert loc["acc10"] == 1.0 and loc["blocks"] == 5 and loc["drift_max"] == pytest.approx(1.15)
+    assert "each stretch of 16 networks" in r.output
 
 
 def test_records_of_one_run_are_selected_and_an_earlier_runs_networks_measured_again(tmp_path):
