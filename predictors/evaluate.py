@@ -235,7 +235,7 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
     Every round is also appended to ``results.rounds.jsonl`` beside ``out`` as it is measured (not with ``anchor``),
     and a resumed run measures only the rounds a network lacks: a block is written to ``out`` when its last round
     ends, and with a large ``block`` (a network's records spread over a long time: on the Zen 4 host 302 small
-    networks, a block each round of which takes 14 minutes) a stop would otherwise lose everything since.
+    networks, a round of that one block took about 12 minutes) a stop would otherwise lose everything since.
 
     A resumed run skips the networks already measured; with ``retry_failed`` it tries the failed ones again and
     appends their new record, which replaces the old one in :func:`load_results` and so in the report.
@@ -347,6 +347,9 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
     return out
 
 
+ROUND_KEYS = ("name", "space", "arch", "ms", "quiet", "probe_ms", "stable")  # a line of results.rounds.jsonl
+
+
 def partial_rounds_path(out: str | Path) -> Path:
     """Where :func:`evaluate` appends each round as it is measured, until the network's block is written to ``out``."""
     out = Path(out)
@@ -362,11 +365,11 @@ def load_partial_rounds(path: Path, items: set[tuple[str, str, str]]) -> dict[st
         for line in path.read_text().splitlines():
             try:
                 r = json.loads(line)
-                key = (r["name"], r["space"], r["arch"])
-                r["ms"], r["probe_ms"], r["quiet"], r["stable"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except json.JSONDecodeError:
                 continue
-            if key in items:
+            if not isinstance(r, dict) or not all(k in r for k in ROUND_KEYS):
+                continue
+            if (r["name"], r["space"], r["arch"]) in items:
                 out.setdefault(r["name"], []).append(r)
     return out
 
@@ -718,7 +721,8 @@ def agreement(first: str | Path, second: str | Path, records: tuple[slice | None
                 "acc10_drift_removed": float(np.mean(np.abs(rel_d) <= 0.10))}
 
     out = figures(np.array([b[n] / a[n] for n in names]))
-    out[LOCAL] = local_drift([b[n] / a[n] for n in rb if n in set(names)])  # in the second run's order
+    shared = set(names)
+    out[LOCAL] = local_drift([b[n] / a[n] for n in rb if n in shared])  # in the second run's order
     for label, ratio, reference in ((ANCHORED, anc.ratio, anc.reference_ms),
                                     (NORMALIZED, speed.probe_ratio, speed.reference_probe_ms)):
         both = [n for n in names if ratio(ra[n]) is not None and ratio(rb[n]) is not None]
