@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import yaml
@@ -361,16 +361,9 @@ def load_partial_rounds(path: Path, items: set[tuple[str, str, str]]) -> dict[st
 
     A round of another subnet under the same name (another set layout) is not kept; a torn last line is skipped."""
     out: dict[str, list[dict]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(r, dict) or not all(k in r for k in ROUND_KEYS):
-                continue
-            if (r["name"], r["space"], r["arch"]) in items:
-                out.setdefault(r["name"], []).append(r)
+    for r in _json_lines(path):
+        if all(k in r for k in ROUND_KEYS) and (r["name"], r["space"], r["arch"]) in items:
+            out.setdefault(r["name"], []).append(r)
     return out
 
 
@@ -439,15 +432,24 @@ def load_results(path: str | Path) -> dict[str, dict]:
 
     A torn last line from a killed run is skipped."""
     recs: dict[str, dict] = {}
-    path = Path(path)
+    for r in _json_lines(Path(path)):
+        try:
+            recs[r["name"]] = r
+        except (KeyError, TypeError):
+            pass
+    return recs
+
+
+def _json_lines(path: Path) -> Iterator[dict]:
+    """The JSON objects of a JSON-lines file, none if it does not exist; a torn line (a killed run's last) is skipped."""
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 r = json.loads(line)
-                recs[r["name"]] = r
-            except (json.JSONDecodeError, KeyError, TypeError):
-                pass
-    return recs
+            except json.JSONDecodeError:
+                continue
+            if isinstance(r, dict):
+                yield r
 
 
 def pool_results(paths: list[str | Path]) -> dict[str, dict]:
@@ -720,9 +722,9 @@ def agreement(first: str | Path, second: str | Path, records: tuple[slice | None
                 "acc5_drift_removed": float(np.mean(np.abs(rel_d) <= 0.05)),
                 "acc10_drift_removed": float(np.mean(np.abs(rel_d) <= 0.10))}
 
-    out = figures(np.array([b[n] / a[n] for n in names]))
-    shared = set(names)
-    out[LOCAL] = local_drift([b[n] / a[n] for n in rb if n in shared])  # in the second run's order
+    ratio = {n: b[n] / a[n] for n in names}
+    out = figures(np.array(list(ratio.values())))
+    out[LOCAL] = local_drift([ratio[n] for n in rb if n in ratio])  # in the second run's order
     for label, ratio, reference in ((ANCHORED, anc.ratio, anc.reference_ms),
                                     (NORMALIZED, speed.probe_ratio, speed.reference_probe_ms)):
         both = [n for n in names if ratio(ra[n]) is not None and ratio(rb[n]) is not None]
