@@ -192,6 +192,9 @@ def predict_model_cmd(predictor: str, model: Path):
 @app.command("eval")
 def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              n: int = typer.Option(300, "--n", help="subnets per hyperspace (of the --set)"),
+             start: int = typer.Option(0, "--start", min=0, help="skip the first START subnets per hyperspace of "
+                                       "the --set: e.g. --start 300 --n 150 is random-300 to -449, networks no "
+                                       "committed run measured (a fresh held-out set)"),
              hyperspaces: str = typer.Option("onnxw,mobilew", "--hyperspaces"),
              seqnets: Optional[Path] = typer.Option(None, "--seqnets", help="spaceevo_search_result.yaml to add the SEQnets"),
              keras_apps: str = typer.Option("", "--keras-apps", help="tflite-cpu only: e.g. MobileNetV2,ResNet50"),
@@ -299,7 +302,7 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
 
             items = items_like(like, measured_below)
         else:
-            items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets, kind=set_)
+            items = eval_set([h.strip() for h in hyperspaces.split(",")], n, seqnets=seqnets, kind=set_, start=start)
     except ValueError as e:
         err.print(f"[bold red]error:[/] {'--like' if like is not None else '--hyperspaces'}: {e}")
         raise typer.Exit(2)
@@ -370,6 +373,54 @@ def agreement(first: Path, second: Path,
         out.write_text(json.dumps({"first": str(first), "second": str(second), "first_records": first_records,
                                    "second_records": second_records, **a}, indent=1) + "\n")
     typer.echo(json.dumps(a, indent=1))
+
+
+@app.command()
+def consensus(predictor: str, results: list[Path] = typer.Argument(..., help="results.jsonl of `predictors eval` "
+                                                                       "runs of the same networks, one per session"),
+              out: Path = typer.Option(..., "--out", help="folder for consensus.json, consensus.jsonl, scatter.png"),
+              min_runs: int = typer.Option(2, "--min-runs", min=1, help="judge only networks measured in at least "
+                                           "this many of the sessions")):
+    """Judge a predictor against the median of several sessions' measurements, and each session against the others.
+
+    One session's measurement of a small network reproduces in another only so often on a shared VM; this says
+    how much of a predictor's miss is the predictor and how much the session (predictors/consensus.py)."""
+    from .consensus import consensus as run, plot
+
+    missing = [str(f) for f in results if not f.is_file()]
+    if missing:
+        err.print(f"[bold red]error:[/] {', '.join(missing)}: not found; give results.jsonl of `predictors eval` runs")
+        raise typer.Exit(2)
+    p = _load(predictor)
+    try:
+        doc, recs = run(p, results, min_runs=min_runs, label=predictor)
+    except ValueError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "consensus.json").write_text(doc.model_dump_json(indent=1) + "\n")
+    (out / "consensus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    plot(recs, out, f"{p.meta.device} {p.meta.backend}: predicted vs the median of {len(results)} sessions"
+                    + _calibration_label(p))
+    t = Table(title=f"{predictor} against the median of {len(results)} sessions ({doc.n_networks} networks, "
+                    f"median {doc.runs_median:g} sessions each)")
+    for c in ("set", "n", "RMSPE", "±5%", "±10%"):
+        t.add_column(c)
+    for g, m in doc.groups.items():
+        t.add_row(g, str(m["n"]), f"{m['rmspe']:.3f}", f"{m['acc5']:.1%}", f"{m['acc10']:.1%}")
+    err.print(t)
+    t = Table(title="each session against the others' median (the ceiling against that session alone)")
+    t.add_column("session", overflow="fold")
+    for c in ("n", "drift", "±10%", "±10% drift removed", "predictor ±10% vs it"):
+        t.add_column(c)
+    for s in doc.sessions:
+        t.add_row(Path(s.results).parent.name or s.results, str(s.n),
+                  *("-" if v is None else f"{v:{fmt}}" for v, fmt in ((s.drift, ".3f"), (s.acc10, ".1%"),
+                                                                      (s.acc10_drift_removed, ".1%"),
+                                                                      (s.predictor_acc10, ".1%"))))
+    err.print(t)
+    err.print(f"wrote {out / 'consensus.json'}, consensus.jsonl, scatter.png")
+    typer.echo(doc.model_dump_json(indent=1))
 
 
 def _records(text: Optional[str], option: str) -> Optional[slice]:

@@ -50,7 +50,7 @@ DRIFT_BLOCK = 16  # networks per point of the report's drift curve: two of the b
 
 
 def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | None = None,
-             kind: str = "random") -> list[tuple[str, str, str]]:
+             kind: str = "random", start: int = 0) -> list[tuple[str, str, str]]:
     """(name, space, arch) of held-out subnets; seeds differ from any training sampler's.
 
     ``kind="random"`` is the evaluation set; ``kind="calib"`` the calibration set of
@@ -68,7 +68,12 @@ def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | 
     the order asked, so ``--n 75`` gave other ``mobilew`` networks than ``--n 300`` under the same names. The stream
     is now cut in rounds of :data:`CHUNK` networks per hyperspace, in :data:`HYPERSPACES` order; its first round is
     exactly what the committed runs drew (``--n 300``, ``--set calib --n 40``, ``--set calib-small --n 15``, both
-    hyperspaces), so their names keep their subnets (``tests/test_calibration.py`` checks committed records)."""
+    hyperspaces), so their names keep their subnets (``tests/test_calibration.py`` checks committed records).
+
+    ``start`` skips the first ``start`` networks of each hyperspace (``<hs>-<set>-<start>`` onwards): a set that no
+    earlier run measured, for judging a predictor that earlier evaluations may have shaped."""
+    if start < 0:
+        raise ValueError(f"start: {start} is not allowed; allowed: 0 or more")
     if kind not in SETS:
         raise ValueError(f"set: {kind!r} is not allowed; allowed: {', '.join(SETS)}")
     bad = [hs for hs in hyperspaces if hs not in HYPERSPACES]
@@ -86,7 +91,7 @@ def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | 
         sub = sample_subnet(sp, "random", rng)
         return sp, sub, network_macs(resolve(sp, sub))
 
-    for _ in range(-(-n_per // chunk)):
+    for _ in range(-(-(start + n_per) // chunk)):
         for hs in HYPERSPACES:
             got = rows[hs]
             if kind == "calib-small":
@@ -110,7 +115,7 @@ def eval_set(hyperspaces: list[str], n_per: int, seed: int = 0, seqnets: Path | 
         for name, (sp, arch) in d["specific_subnet_encoding_dict"].items():
             if SearchSpace.parse(spaces[sp]).hyperspace.name in hyperspaces:
                 items.append((name, spaces[sp], arch))
-    for i in range(n_per):
+    for i in range(start, start + n_per):
         items += [rows[i] for rows in per_hs]
     return items
 

@@ -191,6 +191,14 @@ def test_a_set_name_means_one_subnet_whatever_n_and_hyperspaces_were_asked():
                      {"mobilew-calib-small-0", "mobilew-calib-small-1"}]
     with pytest.raises(ValueError, match="allowed: onnxw, mobilew"):
         eval_set(["onnxw", "resnet"], 2)
+    # --start: the networks after the first START of each hyperspace, under the same names as a longer set's
+    fresh = eval_set(["onnxw", "mobilew"], 4, kind="random", start=CHUNK["random"] + 1)
+    assert [n for n, _, _ in fresh[:2]] == [f"onnxw-random-{CHUNK['random'] + 1}", f"mobilew-random-{CHUNK['random'] + 1}"]
+    longer = {n: (s, a) for n, s, a in eval_set(["onnxw", "mobilew"], CHUNK["random"] + 5)}
+    assert len(fresh) == 8 and all(longer[name] == (s, a) for name, s, a in fresh)
+    assert eval_set(["mobilew"], 3, kind="calib-small", start=1) == eval_set(["mobilew"], 4, kind="calib-small")[1:]
+    with pytest.raises(ValueError, match="start: -1 is not allowed"):
+        eval_set(["onnxw"], 2, start=-1)
 
 
 def test_committed_measurements_keep_their_subnets():
