@@ -32,6 +32,8 @@ def test_the_predictor_is_judged_against_the_sessions_median_and_each_session_ag
                                                for i, n in enumerate(names[:-1])})
     doc, recs = consensus(pred, [a, b, c], min_runs=2)
     assert doc.n_networks == 10 and doc.groups["random"]["n"] == 10
+    # the kernel-list path predicts what the layer table (every evaluation's path) predicts
+    assert all(r["predicted_ms"] == pytest.approx(truth[r["name"]], rel=1e-9) for r in recs)
     med = {r["name"]: r["measured_ms"] for r in recs}
     assert med[names[0]] == pytest.approx(1.03 * truth[names[0]])  # median of 1.0, 1.03, 1.2
     assert med[names[-1]] == pytest.approx(1.015 * truth[names[-1]])  # two sessions: their mean
