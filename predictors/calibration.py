@@ -146,7 +146,9 @@ def _solve(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     b = np.concatenate([np.ones(len(y)), np.sqrt(lam) * np.ones(p - 2)])
     lo = np.r_[np.full(p - 2, SCALE_BOUNDS[0]), 0.0, 0.0]
     hi = np.r_[np.full(p - 2, SCALE_BOUNDS[1]), PER_KERNEL_MAX_MS, FIXED_MAX_MS]
-    return lsq_linear(A, b, bounds=(lo, hi), method="bvls").x
+    # clipped: at an active bound BVLS can return the bound minus rounding (fixed_ms -4e-16 on the Zen 4 host without
+    # AVX-512, whose BLAS rounds differently), which ModelCalibration's ge=0 then refuses
+    return np.clip(lsq_linear(A, b, bounds=(lo, hi), method="bvls").x, lo, hi)
 
 
 def _metrics(y: np.ndarray, pred: np.ndarray) -> dict:
