@@ -257,8 +257,8 @@ def _session_solve(B: np.ndarray, n: np.ndarray, y: np.ndarray, lam: float, d0: 
 
     A = np.vstack([np.c_[B / y, n / y], np.sqrt(lam) * np.diag([1.0, m])])
     b = np.r_[np.ones(len(y)), np.sqrt(lam) * np.array([1.0, m * d0])]
-    return lsq_linear(A, b, bounds=([SESSION_SCALE_BOUNDS[0], 0.0], [SESSION_SCALE_BOUNDS[1], PER_KERNEL_MAX_MS]),
-                      method="bvls").x
+    lo, hi = [SESSION_SCALE_BOUNDS[0], 0.0], [SESSION_SCALE_BOUNDS[1], PER_KERNEL_MAX_MS]
+    return np.clip(lsq_linear(A, b, bounds=(lo, hi), method="bvls").x, lo, hi)  # rounding at a bound: see _solve
 
 
 def fit_session(B: np.ndarray, n: np.ndarray, y: np.ndarray, d0: float) -> tuple[float, float, float, dict]:
