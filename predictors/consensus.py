@@ -27,8 +27,7 @@ from exporters.kernel_config import KernelConfig
 from spaces import resolve
 
 from .artifact import Predictor, predict_kernel_list
-from .evaluate import _groups, load_results
-from .train import metrics
+from .evaluate import _groups, _metrics, load_results
 
 
 class SessionFigures(BaseModel):
@@ -112,8 +111,7 @@ def consensus(predictor: Predictor, results: list[str | Path], min_runs: int = 2
         got = [x for x in values[n] if x is not None]
         recs.append({"name": n, "space": first[n]["space"], "arch": first[n]["arch"], "ok": True,
                      "measured_ms": float(np.median(got)), "runs_ms": values[n], "predicted_ms": predicted[n]})
-    groups = {g: metrics(np.array([r["measured_ms"] for r in rs]), np.array([r["predicted_ms"] for r in rs]))
-              for g, rs in _groups(recs).items()}
+    groups = {g: _metrics(rs) for g, rs in _groups(recs).items()}
     sessions = []
     for i, path in enumerate(results):
         own, others, pred = [], [], []
