@@ -93,10 +93,9 @@ def online_predict(predictor, recs: list[dict], settings: OnlineSettings | None 
 def replay(predictor, results, out, settings: OnlineSettings | None = None):
     """``predictors eval --repredict R --online W``: :func:`online_predict` over the records of ``results`` (an
     evaluation's results.jsonl, in the order measured), written to ``out``; nothing is measured."""
-    import json
     from pathlib import Path
 
-    from .evaluate import write_results
+    from .evaluate import read_json_lines, write_results
 
-    recs = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
+    recs = list(read_json_lines(Path(results)))  # a killed run's torn last line is skipped
     return write_results(online_predict(predictor, recs, settings), out)

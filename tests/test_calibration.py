@@ -456,12 +456,13 @@ def test_online_calibration_predicts_each_network_from_those_measured_before_it(
         online_predict(cal, [dict(recs[0], measured_at="yesterday")])
 
 
-def test_eval_online_replays_a_results_file(calibrated, tmp_path):
+def test_eval_repredicts_and_replays_a_results_file(calibrated, tmp_path):
     from predictors.__main__ import app
 
     raw, cal, tmp, _ = calibrated
     results = tmp_path / "results.jsonl"
-    results.write_text("".join(json.dumps(r) + "\n" for r in _online_records(raw)))
+    # a killed run leaves a torn last line: replay skips it, as the report does
+    results.write_text("".join(json.dumps(r) + "\n" for r in _online_records(raw)) + '{"name": "torn')
     args = ["eval", str(tmp / "cal"), "--backend", "onnxruntime-cpu", "--out", str(tmp_path / "o")]
     r = CliRunner().invoke(app, args + ["--online", "16"])
     assert r.exit_code == 2 and "--repredict" in r.output
@@ -473,3 +474,11 @@ def test_eval_online_replays_a_results_file(calibrated, tmp_path):
     assert summary["random"]["n"] == 24 and "online: refit on the last 8 networks within 30 min" in \
         (tmp_path / "o" / "report.md").read_text()
     assert all("online" in json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines())
+    # without --online, re-predicting the same file (torn line and all) gives the calibration's own predictions
+    plain = tmp_path / "plain"
+    r = CliRunner().invoke(app, ["eval", str(tmp / "cal"), "--backend", "onnxruntime-cpu", "--out", str(plain),
+                                 "--repredict", str(results)])
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in (plain / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 24 and all("online" not in x for x in recs)
+    assert json.loads((plain / "summary.json").read_text())["random"]["n"] == 24
