@@ -474,7 +474,7 @@ def test_eval_repredicts_and_replays_a_results_file(calibrated, tmp_path):
     assert summary["random"]["n"] == 24 and "online: refit on the last 8 networks within 30 min" in \
         (tmp_path / "o" / "report.md").read_text()
     assert all("online" in json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines())
-    # without --online, re-predicting the same file (torn line and all) gives the calibration's own predictions
+    # without --online, re-predicting the same file (torn line and all) keeps every record and fits nothing online
     plain = tmp_path / "plain"
     r = CliRunner().invoke(app, ["eval", str(tmp / "cal"), "--backend", "onnxruntime-cpu", "--out", str(plain),
                                  "--repredict", str(results)])
