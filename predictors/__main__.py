@@ -386,6 +386,7 @@ def consensus(predictor: str, results: list[Path] = typer.Argument(..., help="re
     One session's measurement of a small network reproduces in another only so often on a shared VM; this says
     how much of a predictor's miss is the predictor and how much the session (predictors/consensus.py)."""
     from .consensus import consensus as run, plot
+    from .evaluate import write_results
 
     missing = [str(f) for f in results if not f.is_file()]
     if missing:
@@ -399,7 +400,7 @@ def consensus(predictor: str, results: list[Path] = typer.Argument(..., help="re
         raise typer.Exit(2)
     out.mkdir(parents=True, exist_ok=True)
     (out / "consensus.json").write_text(doc.model_dump_json(indent=1) + "\n")
-    (out / "consensus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    write_results(recs, out / "consensus.jsonl")
     plot(recs, out, f"{p.meta.device} {p.meta.backend}: predicted vs the median of {len(results)} sessions"
                     + _calibration_label(p))
     t = Table(title=f"{predictor} against the median of {len(results)} sessions ({doc.n_networks} networks, "

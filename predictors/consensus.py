@@ -27,7 +27,7 @@ from exporters.kernel_config import KernelConfig
 from spaces import resolve
 
 from .artifact import Predictor, predict_kernel_list
-from .evaluate import _groups, _metrics, load_results
+from .evaluate import PLOT_SETS, _groups, _metrics, load_results
 
 
 class SessionFigures(BaseModel):
@@ -147,12 +147,11 @@ def plot(recs: list[dict], out: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    for group, marker in (("random", "o"), ("SEQnet", "*"), ("other", "s")):
-        rs = [r for r in recs if (group == "random" and "-random-" in r["name"])
-              or (group == "SEQnet" and r["name"].startswith("SEQnet"))
-              or (group == "other" and "-random-" not in r["name"] and not r["name"].startswith("SEQnet"))]
-        if not rs:
-            continue
+    groups = _groups(recs)  # the sets as a report names them
+    shown = [(g, marker, groups[g]) for g, marker in PLOT_SETS if g in groups]
+    in_a_set = {id(r) for _, _, rs in shown for r in rs}
+    other = [r for r in recs if id(r) not in in_a_set]  # a name in no set is still drawn
+    for group, marker, rs in shown + ([("other", "x", other)] if other else []):
         x = np.array([r["measured_ms"] for r in rs])
         lo = np.array([min(v for v in r["runs_ms"] if v is not None) for r in rs])
         hi = np.array([max(v for v in r["runs_ms"] if v is not None) for r in rs])

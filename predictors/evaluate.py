@@ -202,11 +202,14 @@ QUIET_WAIT_S = 120.0
 # 2.5-4 GB; the parent process had reached 12.4 GB after 108. ONNX exports take 3-5 s each and one process exported
 # 362 networks in 78 min without trouble, so it is replaced less often.
 EXPORTS_PER_CHILD = {"tflite-cpu": 16, "onnxruntime-cpu": 64}
+# the sets a scatter plot marks, as :func:`_groups` names them, and their markers (the report's and consensus's plots)
+PLOT_SETS = (("random", "o"), ("calib", "s"), ("calib-small", "D"), ("SEQnets", "*"), ("keras.applications", "^"))
 
 
 def network_ms(rounds_ms: list[float]) -> float:
-    """A network's latency from its records: the fastest, the estimator every path here uses (a run over its rounds,
-    :func:`select_records` over a slice of them, :func:`pool_results` over runs). What disturbs a run on a shared VM (a
+    """A network's latency from its records: the fastest, the estimator of a run over its rounds and of
+    :func:`select_records` over a slice of them (:func:`pool_results` applies the same rule across runs, keeping the
+    faster run's whole record). What disturbs a run on a shared VM (a
     neighbour, an export beside it) slows a record down, so the fastest of a few is the most repeatable one
     (:func:`evaluate` gives the figures)."""
     return min(rounds_ms)
@@ -554,8 +557,7 @@ def report(results: str | Path, out_dir: str | Path, title: str, anchor_ref_ms: 
         _plot_drift(axes[0][-1], recs, drift)
     for ax, (label, gs) in zip(axes[0], panels):
         rs_all = gs["all"]
-        for g, marker in (("random", "o"), ("calib", "s"), ("calib-small", "D"), ("SEQnets", "*"),
-                          ("keras.applications", "^")):
+        for g, marker in PLOT_SETS:
             rs = gs.get(g)
             if rs:
                 ax.scatter([r["measured_ms"] for r in rs], [r["predicted_ms"] for r in rs],
