@@ -160,15 +160,21 @@ def collect(backend: str = _BACKEND, kernels: str = typer.Option("all", "--kerne
 def fusion(backend: str = _BACKEND, out: Path = typer.Option(Path("docs/fusion"), "--out"),
            precision: str = typer.Option("int8", "--precision"), alpha: float = typer.Option(0.5, "--alpha"),
            core: Optional[int] = _CORE,
-           rounds: int = typer.Option(3, "--rounds", min=1, help="interleaved rounds; each model keeps its fastest")):
+           rounds: int = typer.Option(3, "--rounds", min=1, help="interleaved rounds; each model keeps its fastest"),
+           max_rounds: Optional[int] = typer.Option(None, "--max-rounds", min=1,
+                                                    help="more rounds for a pair whose kept records are unstable, "
+                                                         "up to this many (default: twice --rounds)")):
     """Decide which op pairs this backend fuses (T1 + T2 - T12 > alpha * min(T1, T2))."""
     from .fusion import test_fusion
 
     def cb(name, r):
         err.print(f"{name:28s} T1 {r.t1_ms:8.4f}  T2 {r.t2_ms:8.4f}  T12 {r.t12_ms:8.4f} ms  "
-                  f"{'FUSED' if r.fused else 'separate'}{'' if r.stable else ' (unstable)'}")
+                  f"{'FUSED' if r.fused else 'separate'}{'' if r.stable else ' (unstable)'}  ({r.rounds} rounds)")
 
-    rules = test_fusion(_backend(backend), precision=precision, alpha=alpha, core=core, progress=cb, rounds=rounds)
+    if max_rounds is not None and max_rounds < rounds:
+        raise typer.BadParameter(f"--max-rounds ({max_rounds}) must be at least --rounds ({rounds})")
+    rules = test_fusion(_backend(backend), precision=precision, alpha=alpha, core=core, progress=cb, rounds=rounds,
+                        max_rounds=max_rounds)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{backend}-{precision}.json"
     path.write_text(rules.model_dump_json(indent=1))

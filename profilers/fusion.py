@@ -147,6 +147,7 @@ class PairResult(BaseModel):
     saved_ms: float
     fused: bool
     stable: bool
+    rounds: int = 0  # interleaved rounds measured (0: a report written before this field existed)
 
 
 class FusionRules(BaseModel):
@@ -162,7 +163,7 @@ class FusionRules(BaseModel):
 
 def test_fusion(backend: str, pairs: dict[str, Chain] | None = None, precision: str = "int8", alpha: float = ALPHA,
                 protocol: Protocol | None = None, core: int | None = None, progress=None,
-                rounds: int = 3) -> FusionRules:
+                rounds: int = 3, max_rounds: int | None = None) -> FusionRules:
     """Measure T1, T2 and T12 of every pair and apply nn-Meter's rule.
 
     The three models are measured interleaved, ``rounds`` times each, and each keeps its fastest
@@ -170,9 +171,17 @@ def test_fusion(backend: str, pairs: dict[str, Chain] | None = None, precision: 
     such phase landing on T12 alone flips the verdict (seen in CI: T12 = 0.20 ms vs T1 = 0.14 ms
     for a Conv+ReLU that runs as one kernel). Interleaving spreads a phase over all three, and the
     minimum over rounds is the low-percentile estimator the protocol already trusts.
+
+    A pair whose fastest records are not all ``stable`` gets more rounds, up to ``max_rounds``
+    (default twice ``rounds``): a CI run with the other vCPU busy measured Conv+ReLU's T12 as
+    T1 + T2 (0.202 ms vs 0.157 + 0.044), every record flagged unstable, and three rounds were
+    not enough to reach a quiet moment. ``stable`` is then what the kept records say.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    max_rounds = 2 * rounds if max_rounds is None else max_rounds
+    if max_rounds < rounds:
+        raise ValueError(f"max_rounds must be >= rounds ({rounds}), got {max_rounds}")
     pairs = pairs or default_pairs()
     suffix = ".onnx" if backend == "onnxruntime-cpu" else ".tflite"
     results: dict[str, PairResult] = {}
@@ -184,18 +193,20 @@ def test_fusion(backend: str, pairs: dict[str, Chain] | None = None, precision: 
             paths = [export_chain(part, backend, Path(tmp) / f"{name}-{i}{suffix}".replace(":", "_"),
                                   fp32=precision == "fp32") for i, part in enumerate(parts)]
             best = [float("inf")] * 3
-            stable = True
-            for _ in range(rounds):
+            best_stable = [False] * 3
+            done = 0
+            while done < rounds or (not all(best_stable) and done < max_rounds):
                 for i, p in enumerate(paths):
                     m = prof.measure(p)
                     if not m.ok:
                         raise RuntimeError(f"fusion pair {name}: {m.error}")
-                    best[i] = min(best[i], m.latency_ms)
-                    stable &= m.stable
+                    if m.latency_ms < best[i]:
+                        best[i], best_stable[i] = m.latency_ms, m.stable
+                done += 1
             t1, t2, t12 = best
             saved = t1 + t2 - t12
             results[name] = PairResult(t1_ms=t1, t2_ms=t2, t12_ms=t12, saved_ms=saved,
-                                       fused=saved > alpha * min(t1, t2), stable=stable)
+                                       fused=saved > alpha * min(t1, t2), stable=all(best_stable), rounds=done)
             if progress:
                 progress(name, results[name])
     return FusionRules(backend=backend, fingerprint=prof.fingerprint.model_dump(), precision=precision, alpha=alpha,

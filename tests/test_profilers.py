@@ -226,7 +226,14 @@ def test_fusion_rule_on_onnxruntime():
     assert r.t1_ms > 0 and r.t2_ms > 0 and r.t12_ms > 0
     assert r.fused == (r.t1_ms + r.t2_ms - r.t12_ms > 0.5 * min(r.t1_ms, r.t2_ms))
     assert r.fused  # onnxruntime fuses Conv+Relu (QDQ and FP32 alike)
+    assert 3 <= r.rounds <= 6 and (r.rounds in (3, 6) or r.stable)  # more rounds only until the kept ones are stable
     assert rules.fingerprint["backend"] == "onnxruntime-cpu"
+
+
+def test_fusion_rejects_bad_rounds():
+    for kw in ({"rounds": 0}, {"rounds": 3, "max_rounds": 2}):
+        with pytest.raises(ValueError, match="rounds"):
+            run_fusion("onnxruntime-cpu", {}, **kw)
 
 
 def test_cli_measure_and_errors(small_models, tmp_path):

@@ -66,13 +66,22 @@ def test_sigterm_to_eval_removes_its_export_folder_and_stops_its_workers(tmp_pat
                           "--out", str(tmp_path / "report")], cwd=ROOT, env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=log)  # a file: a full pipe would stall the eval
     try:
-        folders = wait_for(lambda: [d for d in tmp.iterdir() if d.is_dir()], 120, "the export folder")
+        def still_running(v):
+            """An eval that exited (an error, say) fails the wait at once, with its log, instead of timing out."""
+            assert p.poll() is None, f"eval exited with {p.returncode}:\n{(tmp_path / 'eval.log').read_text()[-3000:]}"
+            return v
+
+        folders = wait_for(lambda: still_running([d for d in tmp.iterdir() if d.is_dir()]), 180, "the export folder",
+                           tmp_path / "eval.log")
 
         def measuring_child_and_worker():
             k = _descendants(p.pid)
-            return k if len(k) >= 2 and any(b"profilers.child" in _cmdline(c) for c in k) else None
+            return still_running(k if len(k) >= 2 and any(b"profilers.child" in _cmdline(c) for c in k) else None)
 
-        kids = wait_for(measuring_child_and_worker, 60, "the measuring child and the export worker")
+        # 180 s, not 60: the first export imports torch and the converter, and in a CI run with the other vCPU busy
+        # (2026-12-07, every test about 2x slower) 60 s was not enough to reach the first measurement.
+        kids = wait_for(measuring_child_and_worker, 180, "the measuring child and the export worker",
+                        tmp_path / "eval.log")
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=60)
         assert rc == 143, (tmp_path / "eval.log").read_text()[-3000:]
