@@ -234,7 +234,13 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
              measured_below: Optional[float] = typer.Option(None, "--measured-below", help="with --like: only the "
                                                             "networks that run measured under this many ms"),
              records: Optional[str] = typer.Option(None, "--records", help="with --repredict: judge each network by "
-                                                   "its records A to B-1 only (A:B, e.g. 0:3: what 3 rounds gave)")):
+                                                   "its records A to B-1 only (A:B, e.g. 0:3: what 3 rounds gave)"),
+             measured_from: Optional[str] = typer.Option(None, "--measured-from", help="with --repredict: only the "
+                                                         "networks measured at or after this UTC time (ISO 8601, "
+                                                         "e.g. 2026-12-07T15:00): one session of a file that holds "
+                                                         "several"),
+             measured_to: Optional[str] = typer.Option(None, "--measured-to", help="with --repredict: only the "
+                                                       "networks measured before this UTC time")):
     """Measure held-out subnets end to end and report RMSE, RMSPE, +-5% and +-10% with a scatter plot."""
     from .evaluate import SETS, eval_set, evaluate as run, report
 
@@ -255,12 +261,26 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     if like is not None and not like.is_file():
         err.print(f"[bold red]error:[/] --like: {like}: not found; give the results.jsonl of a `predictors eval` run")
         raise typer.Exit(2)
+    window = _window(measured_from, measured_to, repredict_from)
     p = _load(predictor)
     title = f"{p.meta.device} {p.meta.backend}: predicted vs measured INT8" + _calibration_label(p)
     # Judged anchored in the machine state of the predictor's own calibration, where it has one (predictors/anchor.py)
     ref = p.meta.calibration.anchor_ref_ms if p.meta.calibration and set_ == "random" else None
     # and probe-normalized in the machine state of that calibration (predictors/speed.py)
     pref = p.meta.calibration.probe_ref_ms if p.meta.calibration and set_ == "random" else None
+    if window is not None:
+        from .evaluate import select_measured, write_results
+
+        out.mkdir(parents=True, exist_ok=True)
+        since, until = window
+        picked = select_measured(repredict_from, since, until)
+        if not picked:
+            err.print(f"[bold red]error:[/] --measured-from/--measured-to: no network of {repredict_from} was measured "
+                      f"in [{measured_from or 'start'}, {measured_to or 'end'})")
+            raise typer.Exit(2)
+        repredict_from = write_results(picked.values(), out / "measured-window.jsonl")
+        title += ", networks measured " + (f"{measured_from} to {measured_to}" if measured_from and measured_to else
+                                           f"from {measured_from}" if measured_from else f"before {measured_to}") + " UTC"
     if kept is not None:
         from .evaluate import select_records, write_results
 
@@ -440,6 +460,30 @@ def _records(text: Optional[str], option: str) -> Optional[slice]:
                   "end may be left out (records A to B-1 of each network, counted from 0), e.g. 0:3 or 3:")
         raise typer.Exit(2)
     return slice(a, b)
+
+
+def _window(since: str | None, until: str | None, repredict_from: Path | None):
+    """(since, until) as UTC datetimes, None when neither is given; exits 2 naming the bad option."""
+    if since is None and until is None:
+        return None
+    if repredict_from is None:
+        err.print("[bold red]error:[/] --measured-from/--measured-to: select networks of a measured run; "
+                  "give --repredict RESULTS")
+        raise typer.Exit(2)
+    from .evaluate import parse_utc
+
+    got = []
+    for opt, text in (("--measured-from", since), ("--measured-to", until)):
+        try:
+            got.append(None if text is None else parse_utc(text))
+        except ValueError:
+            err.print(f"[bold red]error:[/] {opt}: {text!r} is not allowed; allowed: an ISO 8601 time, UTC unless "
+                      "it names a zone, e.g. 2026-12-07T15:00")
+            raise typer.Exit(2)
+    if got[0] is not None and got[1] is not None and got[1] <= got[0]:
+        err.print(f"[bold red]error:[/] --measured-to: {until!r} is not after --measured-from {since!r}")
+        raise typer.Exit(2)
+    return got[0], got[1]
 
 
 def _calibration_label(p) -> str:

@@ -23,11 +23,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from exporters.kernel_config import KernelConfig
-from spaces import resolve
-
-from .artifact import Predictor, predict_kernel_list
-from .evaluate import PLOT_SETS, _groups, _metrics, load_results
+from .artifact import Predictor
+from .evaluate import PLOT_SETS, _groups, _metrics, load_results, predict_subnets
 
 
 class SessionFigures(BaseModel):
@@ -55,20 +52,6 @@ class Consensus(BaseModel):
     groups: dict[str, dict] = Field(description="the predictor against the consensus, per set (RMSE, RMSPE, "
                                                 "+-5%, +-10%, n), as in an evaluation's summary.json")
     sessions: list[SessionFigures]
-
-
-def predict_subnets(predictor: Predictor, subnets: dict[str, tuple[str, str]]) -> dict[str, float]:
-    """name -> predicted ms of (space, arch), NaN where a kernel type is unknown; the kernel-list path of
-    ``predictors predict``. Why not :class:`LayerTable`: it tabulates every option of a space, about a second per
-    space, and an evaluation's random subnets each come from their own space (610 spaces: minutes). Here every
-    distinct kernel of all the subnets goes through its forest in one batch first."""
-    kernels = {n: [KernelConfig.from_kernel(k) for k in resolve(sp, arch).kernels()] for n, (sp, arch) in subnets.items()}
-    predictor.predict_kernels([k for ks in kernels.values() for k in ks])  # fills the predictor's config cache
-    out = {}
-    for n, ks in kernels.items():
-        ms = predict_kernel_list(predictor, ks).latency_ms
-        out[n] = float("nan") if ms is None else ms
-    return out
 
 
 def _measured(path: Path) -> dict[str, dict]:

@@ -2,7 +2,7 @@
 
 Held-out subnets are random subnets of random search spaces of the backend's hyperspaces, plus the
 10 published SEQnets when their file is given. Each is exported (INT8), measured with the profilers'
-protocol and predicted with the space's :class:`LayerTable`. Results are appended to a JSON-lines
+protocol and predicted from its kernel list (:func:`predict_subnets`). Results are appended to a JSON-lines
 file as they come (the run takes hours at full size and can be killed and resumed), and
 :func:`report` computes RMSE, RMSPE and the share within +-5% / +-10%, with a scatter plot.
 """
@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from exporters.calibration import Calibration
+from exporters.kernel_config import KernelConfig
 from profilers.prefetch import Prefetcher, RecycledWorker, under_prefetch
 from profilers.protocol import Protocol
 from profilers.worker import Profiler
@@ -31,8 +32,7 @@ from spaces import SearchSpace, resolve
 from spaces.hyperspace import HYPERSPACES
 from spaces.sampling import random_space, sample_subnet
 
-from .artifact import Predictor
-from .batch import EncodedSubnets, LayerTable
+from .artifact import Predictor, predict_kernel_list
 from .train import metrics
 
 
@@ -270,7 +270,6 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
                          f"{', '.join(clash[:3])}), written by an older layout of the evaluation sets; "
                          f"give another --out (see eval_set)")
     done = {name for name, r in have.items() if r.get("ok") or not retry_failed}
-    tables: dict[str, LayerTable] = {}
     todo = [(i, it) for i, it in enumerate(items) if it[0] not in done]
     # Rounds of networks whose block a stopped run did not finish: kept, so a large block (records spread over a
     # long time) loses nothing to a stop. Not with anchors, whose rounds belong to one run's block.
@@ -316,7 +315,7 @@ def evaluate(predictor: Predictor | None, backend: str, items, out: str | Path, 
                                    predicted_ms=g.latency_ms if g.latency_ms is not None else float("nan"))
                 else:
                     rec = {"name": name, "space": space, "arch": arch, "flops": resolve(space, arch).flops(),
-                           "predicted_ms": _predict_subnet(tables, predictor, space, arch)}
+                           "predicted_ms": _predict_subnet(predictor, space, arch)}
                 if isinstance(path, Exception):
                     rec.update(predicted_ms=rec.get("predicted_ms", float("nan")), measured_ms=None, stable=False,
                                ok=False, error=f"export failed: {type(path).__name__}: {path}")
@@ -428,6 +427,30 @@ def select_records(path: str | Path, records: slice) -> dict[str, dict]:
         r.pop("anchor_rounds_ms", None)  # anchors bracket all rounds: no longer paired with the kept ones
         r.pop("anchor", None)
         out[name] = r
+    return out
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO 8601 time (e.g. 2026-12-07T15:00 or 2026-12-07T15:00:00+00:00), read as UTC when it names no zone,
+    as every ``measured_at`` of an evaluation is written."""
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def select_measured(path: str | Path, since: datetime | None = None, until: datetime | None = None) -> dict[str, dict]:
+    """An evaluation's networks measured at or after ``since`` and before ``until`` (by ``measured_at``).
+
+    Why: one results file can hold several sessions of a shared VM, each in its own machine state (on the Zen 3
+    host the probe read 0.51 ms in one session and 0.37 ms in the next), and the figure for one session, judged
+    in that session's state, is a different question from the pooled one. A network without ``measured_at`` (a
+    failed export) is left out."""
+    out: dict[str, dict] = {}
+    for name, r in load_results(path).items():
+        if not r.get("measured_at"):
+            continue
+        t = parse_utc(r["measured_at"])
+        if (since is None or t >= since) and (until is None or t < until):
+            out[name] = r
     return out
 
 
@@ -766,15 +789,27 @@ def local_drift(ratios: list[float], block: int = DRIFT_BLOCK) -> dict:
             "acc5": float(np.mean(np.abs(rel) <= 0.05)), "acc10": float(np.mean(np.abs(rel) <= 0.10))}
 
 
-def _predict_subnet(tables: dict[str, LayerTable], predictor: Predictor | None, space: str, arch: str) -> float | None:
-    """Predicted latency of one subnet; one LayerTable per space, built on first use. None without a predictor
-    (a device agent measuring a session's calibration networks has none: the server fits them)."""
+def predict_subnets(predictor: Predictor, subnets: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """name -> predicted ms of (space, arch), NaN where a kernel type is unknown; the kernel-list path of
+    ``predictors predict``. Why not :class:`LayerTable`: it tabulates every option of a space, about a second per
+    space, and an evaluation's random subnets each come from their own space (610 spaces: minutes; a re-prediction
+    of Intel f6m167's 304 LiteRT networks took over 5 minutes). Here every distinct kernel of all the subnets goes
+    through its forest in one batch first."""
+    kernels = {n: [KernelConfig.from_kernel(k) for k in resolve(sp, arch).kernels()] for n, (sp, arch) in subnets.items()}
+    predictor.predict_kernels([k for ks in kernels.values() for k in ks])  # fills the predictor's config cache
+    out = {}
+    for n, ks in kernels.items():
+        ms = predict_kernel_list(predictor, ks).latency_ms
+        out[n] = float("nan") if ms is None else ms
+    return out
+
+
+def _predict_subnet(predictor: Predictor | None, space: str, arch: str) -> float | None:
+    """Predicted latency of one subnet. None without a predictor (a device agent measuring a session's calibration
+    networks has none: the server fits them)."""
     if predictor is None:
         return None
-    sp = SearchSpace.parse(space)
-    if space not in tables:
-        tables[space] = LayerTable(sp, predictor)
-    return float(tables[space].predict(EncodedSubnets.from_subnets(sp, [resolve(sp, arch).subnet()]))[0])
+    return predict_subnets(predictor, {"_": (space, arch)})["_"]
 
 
 def repredict(predictor: Predictor, results: str | Path, out: str | Path) -> Path:
@@ -782,10 +817,8 @@ def repredict(predictor: Predictor, results: str | Path, out: str | Path) -> Pat
 
     Measuring is the expensive part of an evaluation; a predictor change is judged on the same
     measured set by rewriting ``predicted_ms`` into ``out``."""
-    tables: dict[str, LayerTable] = {}
-    recs = []
-    for r in read_json_lines(Path(results)):  # a killed run's torn last line is skipped, as a report skips it
-        if r.get("space"):
-            r["predicted_ms"] = _predict_subnet(tables, predictor, r["space"], r["arch"])
-        recs.append(r)
+    recs = list(read_json_lines(Path(results)))  # a killed run's torn last line is skipped, as a report skips it
+    predicted = predict_subnets(predictor, {i: (r["space"], r["arch"]) for i, r in enumerate(recs) if r.get("space")})
+    for i, ms in predicted.items():
+        recs[i]["predicted_ms"] = ms
     return write_results(recs, out)

@@ -482,3 +482,19 @@ def test_eval_repredicts_and_replays_a_results_file(calibrated, tmp_path):
     recs = [json.loads(line) for line in (plain / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 24 and all("online" not in x for x in recs)
     assert json.loads((plain / "summary.json").read_text())["random"]["n"] == 24
+    # one session of a file that holds several: by measured_at (blocks of 4, 2 minutes apart from 18:00 UTC)
+    win = tmp_path / "win"
+    r = CliRunner().invoke(app, ["eval", str(tmp / "cal"), "--backend", "onnxruntime-cpu", "--out", str(win),
+                                 "--repredict", str(results), "--measured-from", "2026-12-05T18:04",
+                                 "--measured-to", "2026-12-05T18:08:00+00:00"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((win / "summary.json").read_text())["random"]["n"] == 8
+    assert "networks measured 2026-12-05T18:04 to 2026-12-05T18:08:00+00:00 UTC" in (win / "report.md").read_text()
+    for bad, said in ((["--measured-from", "yesterday"], "ISO 8601"),
+                      (["--measured-from", "2026-12-05T18:08", "--measured-to", "2026-12-05T18:04"], "not after"),
+                      (["--measured-from", "2026-12-06T00:00"], "no network")):
+        r = CliRunner().invoke(app, ["eval", str(tmp / "cal"), "--backend", "onnxruntime-cpu", "--out", str(win),
+                                     "--repredict", str(results), *bad])
+        assert r.exit_code == 2 and said in r.output, r.output
+    r = CliRunner().invoke(app, args + ["--measured-from", "2026-12-05T18:04"])
+    assert r.exit_code == 2 and "--repredict" in r.output

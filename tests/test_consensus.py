@@ -23,7 +23,7 @@ def test_the_predictor_is_judged_against_the_sessions_median_and_each_session_ag
     items = eval_set(["onnxw", "mobilew"], 5)  # 10 networks
     from predictors.evaluate import _predict_subnet
 
-    truth = {n: _predict_subnet({}, pred, s, a) for n, s, a in items}  # the predictor is exact against the truth
+    truth = {n: _predict_subnet(pred, s, a) for n, s, a in items}  # the predictor is exact against the truth
     names = list(truth)
     # session a: the truth; b: 3% slow; c: 20% slow on the first 4 networks (a noisy state), lacks the last one
     a = _session(tmp_path / "a.jsonl", items, truth)
