@@ -14,6 +14,7 @@ service finds them: ``data/kernels/<device>/<backend>`` and ``predictors/bundled
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -268,6 +269,9 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     ref = p.meta.calibration.anchor_ref_ms if p.meta.calibration and set_ == "random" else None
     # and probe-normalized in the machine state of that calibration (predictors/speed.py)
     pref = p.meta.calibration.probe_ref_ms if p.meta.calibration and set_ == "random" else None
+    # A window's or a record range's selection is an intermediate: it goes to a temporary folder, removed
+    # when this command returns, not into the report folder beside results.jsonl.
+    scratch = tempfile.TemporaryDirectory(prefix="predictors-eval-") if window is not None or kept is not None else None
     if window is not None:
         from .evaluate import select_measured, write_results
 
@@ -278,14 +282,14 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
             err.print(f"[bold red]error:[/] --measured-from/--measured-to: no network of {repredict_from} was measured "
                       f"in [{measured_from or 'start'}, {measured_to or 'end'})")
             raise typer.Exit(2)
-        repredict_from = write_results(picked.values(), out / "measured-window.jsonl")
+        repredict_from = write_results(picked.values(), Path(scratch.name) / "measured-window.jsonl")
         title += ", networks measured " + (f"{measured_from} to {measured_to}" if measured_from and measured_to else
                                            f"from {measured_from}" if measured_from else f"before {measured_to}") + " UTC"
     if kept is not None:
         from .evaluate import select_records, write_results
 
         out.mkdir(parents=True, exist_ok=True)
-        kept_path = out / f"measured-records-{records.replace(':', '-')}.jsonl"
+        kept_path = Path(scratch.name) / f"measured-records-{records.replace(':', '-')}.jsonl"
         repredict_from = write_results(select_records(repredict_from, kept).values(), kept_path)
         title += f", records {records} of each network"
     if online and repredict_from is None:

@@ -490,6 +490,8 @@ def test_eval_repredicts_and_replays_a_results_file(calibrated, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((win / "summary.json").read_text())["random"]["n"] == 8
     assert "networks measured 2026-12-05T18:04 to 2026-12-05T18:08:00+00:00 UTC" in (win / "report.md").read_text()
+    # the selection is an intermediate: the report folder holds the report alone
+    assert sorted(f.name for f in win.iterdir()) == ["report.md", "results.jsonl", "scatter.png", "summary.json"]
     for bad, said in ((["--measured-from", "yesterday"], "ISO 8601"),
                       (["--measured-from", "2026-12-05T18:08", "--measured-to", "2026-12-05T18:04"], "not after"),
                       (["--measured-from", "2026-12-06T00:00"], "no network")):
