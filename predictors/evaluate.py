@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Hashable, Iterable, Iterator
 
 import numpy as np
 import yaml
@@ -789,8 +789,9 @@ def local_drift(ratios: list[float], block: int = DRIFT_BLOCK) -> dict:
             "acc5": float(np.mean(np.abs(rel) <= 0.05)), "acc10": float(np.mean(np.abs(rel) <= 0.10))}
 
 
-def predict_subnets(predictor: Predictor, subnets: dict[str, tuple[str, str]]) -> dict[str, float]:
-    """name -> predicted ms of (space, arch), NaN where a kernel type is unknown; the kernel-list path of
+def predict_subnets(predictor: Predictor, subnets: dict[Hashable, tuple[str, str]]) -> dict[Hashable, float]:
+    """key (a name, or a record index in :func:`repredict`) -> predicted ms of (space, arch), NaN where a kernel type
+    is unknown; the kernel-list path of
     ``predictors predict``. Why not :class:`LayerTable`: it tabulates every option of a space, about a second per
     space, and an evaluation's random subnets each come from their own space (610 spaces: minutes; a re-prediction
     of Intel f6m167's 304 LiteRT networks took over 5 minutes). Here every distinct kernel of all the subnets goes
