@@ -275,7 +275,6 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     if window is not None:
         from .evaluate import select_measured, write_results
 
-        out.mkdir(parents=True, exist_ok=True)
         since, until = window
         picked = select_measured(repredict_from, since, until)
         if not picked:
@@ -288,7 +287,6 @@ def evaluate(predictor: str, backend: str = typer.Option(..., "--backend"),
     if kept is not None:
         from .evaluate import select_records, write_results
 
-        out.mkdir(parents=True, exist_ok=True)
         kept_path = Path(scratch.name) / f"measured-records-{records.replace(':', '-')}.jsonl"
         repredict_from = write_results(select_records(repredict_from, kept).values(), kept_path)
         title += f", records {records} of each network"
